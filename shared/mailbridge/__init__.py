@@ -1,0 +1,1 @@
+"""mailbridge: one provider-agnostic email API over Gmail and Microsoft 365."""

@@ -1,0 +1,1 @@
+"""State: one interface (`store.base.Store`), two backends (SQLite and Firestore)."""
