@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from mailbridge.config import Settings
 
 if TYPE_CHECKING:
+    from mailbridge.bus.base import Bus
     from mailbridge.crypto import TokenCipher
     from mailbridge.secrets.base import SecretStore
     from mailbridge.store.base import Store
@@ -23,12 +24,14 @@ class Runtime:
     """Everything a use case needs from the outside world, each part built on first use."""
 
     def __init__(self, settings: Settings | None = None, *, store: "Store | None" = None,
-                 secrets: "SecretStore | None" = None):
+                 secrets: "SecretStore | None" = None, bus: "Bus | None" = None):
         self.settings = settings or Settings.from_env()
         if store is not None:
             self.__dict__["store"] = store
         if secrets is not None:
             self.__dict__["secrets"] = secrets
+        if bus is not None:
+            self.__dict__["bus"] = bus
 
     @cached_property
     def store(self) -> "Store":
@@ -41,6 +44,11 @@ class Runtime:
         return open_secrets(self.settings.secrets, self.settings.gcp_project)
 
     @cached_property
+    def bus(self) -> "Bus":
+        from mailbridge.bus import open_bus
+        return open_bus(self.settings.bus, project=self.settings.gcp_project)
+
+    @cached_property
     def cipher(self) -> "TokenCipher":
         from mailbridge.crypto import TokenCipher
         value = self.secrets.get("token-encryption-key")
@@ -50,7 +58,7 @@ class Runtime:
 
     @cached_property
     def _admin_key_hash(self) -> bytes | None:
-        value = self.secrets.get("admin-api-key")
+        value = (self.secrets.get("admin-api-key") or "").strip()
         return hashlib.sha256(value.encode()).digest() if value else None
 
     def is_admin_key(self, presented: str) -> bool:
