@@ -1,0 +1,1 @@
+"""mailbridge's Pulumi components: APIs, accounts, Firestore, secrets, Pub/Sub, functions, scheduler, gateway."""
