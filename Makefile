@@ -21,7 +21,7 @@ test: install
 	$(PY) -m pytest -q tests infra/tests
 
 bench: install
-	$(PY) bench/run.py
+	$(PY) -m bench.run
 
 clean:
 	rm -rf $(VENV) .mailbridge .pytest_cache
