@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 import flask
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 
 from mailbridge.api.auth import add_rate_headers
 from mailbridge.api.context import EXTENSION
@@ -18,16 +18,22 @@ def create_app(functions: Iterable[str] = tuple(FUNCTIONS), runtime: Runtime | N
     and the error envelope for everything that goes wrong. `runtime` None: built from the environment."""
     names = list(functions)
     app = Flask("mailbridge")
-    app.config["MAX_CONTENT_LENGTH"] = max(MAX_BODY_BYTES.get(n, DEFAULT_MAX_BODY_BYTES) for n in names)
+    app.config["MAX_CONTENT_LENGTH"] = DEFAULT_MAX_BODY_BYTES
     app.json.sort_keys = False
     if runtime is not None:
         app.extensions[EXTENSION] = runtime
     register_error_handlers(app)
+    app.before_request(_limit_body_size)
     app.after_request(add_rate_headers)
     app.add_url_rule("/healthz", "healthz", lambda: jsonify({"ok": True}), methods=["GET"])
     for name in names:
         app.register_blueprint(blueprint(name))
     return app
+
+
+def _limit_body_size() -> None:
+    """Each function's own body limit, also when `mailbridge serve` mounts them all on one app."""
+    request.max_content_length = MAX_BODY_BYTES.get(request.blueprint or "", DEFAULT_MAX_BODY_BYTES)
 
 
 def entry_point(name: str, runtime: Runtime | None = None) -> Callable[[flask.Request], flask.Response]:

@@ -21,7 +21,18 @@ from typing import Any, Iterable, Sequence
 
 Document = dict[str, Any]
 # A filter: (field, op, value), op one of "==", "!=", "<", "<=", ">", ">=", "in".
-# Fields are top-level document fields, or dotted paths into nested dicts ("watch.expires_at").
+# Fields are top-level document fields, or dotted paths into nested dicts ("watch.expires_at"),
+# each part an identifier ([A-Za-z_][A-Za-z0-9_]*). Values are None, bool, int, float or str.
+# Both backends keep Firestore's semantics (tests/integration/test_store_contract.py):
+# - a document without the field matches no filter on it (not even "!=") and is left out
+#   when ordering by that field;
+# - "== None" matches a present null; "!= v" matches present, non-null values other than v,
+#   of any type; ranges compare only values of the same type (numbers with numbers, int and
+#   float alike; strings by code point; False < True) and refuse None;
+# - True and 1 are different values; "in" takes a list of at most 30 non-None values
+#   ([] matches nothing);
+# - order_by sorts null < booleans < numbers < strings < lists < maps, ties by id in the same
+#   direction. ValueError for anything else.
 Filter = tuple[str, str, Any]
 
 # The collections mailbridge uses. Backends accept any name; these are the ones in use,
