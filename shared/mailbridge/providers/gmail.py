@@ -1,4 +1,4 @@
-"""GmailProvider: a Gmail mailbox behind MailProvider, through google-api-python-client, in the fewest round trips."""
+"""GmailProvider: one Gmail mailbox behind MailProvider, via google-api-python-client, in the fewest round trips."""
 from __future__ import annotations
 
 import base64
@@ -57,12 +57,9 @@ class GmailProvider(MailProvider):
     def _public(self, gmail_id: str) -> str:
         return f"google:{self.connection_id}:{gmail_id}"
 
-    def _messages(self):
-        return self._gmail.users().messages()
-
     def _get(self, message_id: str, fmt: str):
         headers = {"metadataHeaders": MESSAGE_HEADERS} if fmt == "metadata" else {}
-        return lambda: self._messages().get(userId="me", id=message_id, format=fmt, **headers)
+        return lambda: self._gmail.api.messages.get(userId="me", id=message_id, format=fmt, **headers)
 
     def _email(self, message: dict, include_body: bool) -> dict:
         return email_from_gmail(message, connection_id=self.connection_id, include_body=include_body)
@@ -81,7 +78,7 @@ class GmailProvider(MailProvider):
 
     # ---- MailProvider ----------------------------------------------------------------------
     def profile(self) -> dict:
-        body = self._gmail.call(lambda: self._gmail.users().getProfile(userId="me"))
+        body = self._gmail.call(lambda: self._gmail.api.users.getProfile(userId="me"))
         history = body.get("historyId")
         return {"email": body.get("emailAddress"), "history_id": str(history) if history else None}
 
@@ -93,14 +90,14 @@ class GmailProvider(MailProvider):
             make = lambda: self._gmail.upload_request(raw, metadata)  # noqa: E731
         else:
             body = {**metadata, "raw": base64.urlsafe_b64encode(raw).decode("ascii")}
-            make = lambda: self._messages().send(userId="me", body=body)  # noqa: E731
+            make = lambda: self._gmail.api.messages.send(userId="me", body=body)  # noqa: E731
         sent = self._gmail.call(make, what="send", idempotent=False)
         return SentMessage(id=sent["id"], thread_id=sent["threadId"])
 
     def search(self, query: SearchQuery, *, limit: int, page_token: str | None,
                include_body: bool) -> Page:
         q = to_gmail_query(query) or None
-        listing = self._gmail.call(lambda: self._messages().list(
+        listing = self._gmail.call(lambda: self._gmail.api.messages.list(
             userId="me", q=q, maxResults=limit, pageToken=page_token))
         ids = [m["id"] for m in listing.get("messages") or []]
         return Page(self.get_messages(ids, include_body=include_body), listing.get("nextPageToken"))
@@ -132,14 +129,15 @@ class GmailProvider(MailProvider):
         if isinstance(body.get("data"), str):
             data = _b64url_decode(body["data"])
         elif body.get("attachmentId"):
-            got = self._gmail.call(lambda: self._messages().attachments().get(
+            got = self._gmail.call(lambda: self._gmail.api.attachments.get(
                 userId="me", messageId=message_id, id=body["attachmentId"]),
                 what=f"attachment {attachment_id} of message {message_id}")
             data = _b64url_decode(got.get("data") or "")
         else:
             data = b""
         # The email object's own description of the part, so filename and type match what it listed.
-        listed = next((a for a in self._email(message, False)["attachments"] or [] if a["id"] == attachment_id), {})
+        listed = next((a for a in self._email(message, False)["attachments"] or []
+                       if a["id"] == attachment_id), {})
         return AttachmentContent(data=data,
                                  content_type=listed.get("content_type") or part.get("mimeType")
                                  or "application/octet-stream",
@@ -150,12 +148,12 @@ class GmailProvider(MailProvider):
         """messages.modify, then one metadata get for the email object (2 calls, 10 quota units)."""
         if add_labels or remove_labels:
             body = {"addLabelIds": list(add_labels), "removeLabelIds": list(remove_labels)}
-            self._gmail.call(lambda: self._messages().modify(userId="me", id=message_id, body=body),
+            self._gmail.call(lambda: self._gmail.api.messages.modify(userId="me", id=message_id, body=body),
                              what=f"message {message_id}")
         return self.get_message(message_id, include_body=False)
 
     def trash(self, message_id: str) -> None:
-        self._gmail.call(lambda: self._messages().trash(userId="me", id=message_id),
+        self._gmail.call(lambda: self._gmail.api.messages.trash(userId="me", id=message_id),
                          what=f"message {message_id}")
 
     def delete(self, message_id: str) -> None:
@@ -163,12 +161,12 @@ class GmailProvider(MailProvider):
         if FULL_SCOPE not in self.scopes:
             raise ForbiddenError(f"permanent delete needs the {FULL_SCOPE} scope (add it to GOOGLE_SCOPES "
                                  "and reconnect the mailbox)", details={"scope": FULL_SCOPE})
-        self._gmail.call(lambda: self._messages().delete(userId="me", id=message_id),
+        self._gmail.call(lambda: self._gmail.api.messages.delete(userId="me", id=message_id),
                          what=f"message {message_id}")
 
     def list_threads(self, *, q: str | None, limit: int, page_token: str | None) -> Page:
         """`q` is user text, matched literally (quoted like SearchQuery.q), never as operators."""
-        threads = self._gmail.users().threads()
+        threads = self._gmail.api.threads
         gmail_q = to_gmail_query(SearchQuery(q=q)) or None
         listing = self._gmail.call(lambda: threads.list(userId="me", q=gmail_q, maxResults=limit,
                                                         pageToken=page_token))
@@ -181,7 +179,7 @@ class GmailProvider(MailProvider):
         return Page([self._summary(t) for t in self._present(results, ids)], listing.get("nextPageToken"))
 
     def get_thread(self, thread_id: str) -> dict:
-        thread = self._gmail.call(lambda: self._gmail.users().threads().get(
+        thread = self._gmail.call(lambda: self._gmail.api.threads.get(
             userId="me", id=thread_id, format="full"), what=f"thread {thread_id}")
         messages = _oldest_first(thread.get("messages") or [])
         emails = [self._email(m, True) for m in messages]

@@ -1,4 +1,4 @@
-"""The Gmail adapter's transport: one discovery service per endpoint, tokens, retries, batches, uploads, errors."""
+"""The Gmail adapter's transport: a discovery service per endpoint, per-call tokens, retries, batches, uploads."""
 from __future__ import annotations
 
 import io
@@ -6,13 +6,11 @@ import json
 import math
 import os
 import secrets
-import ssl
 import tempfile
 import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from http.client import HTTPException
 from typing import Any, Callable, Sequence
 
@@ -21,34 +19,22 @@ from googleapiclient.errors import BatchError, HttpError
 from googleapiclient.http import BatchHttpRequest, HttpRequest, MediaIoBaseUpload
 from tenacity import Retrying, retry_if_exception_type, wait_exponential_jitter
 
-from mailbridge import clock
 from mailbridge.config import Settings
-from mailbridge.errors import (ForbiddenError, InvalidRequestError, MailbridgeError, NotFoundError,
-                               PayloadTooLargeError, ProviderError, ProviderUnavailableError,
-                               ReauthRequiredError)
+from mailbridge.errors import MailbridgeError, ProviderUnavailableError
 from mailbridge.providers.base import AccessToken, CallStats
+from mailbridge.providers.gmail_errors import Transient, classify, transport_error
 
 HTTP_TIMEOUT = 60.0                   # seconds per upstream request (a 25 MiB upload must fit)
 BATCH_SIZE = 50                       # Gmail allows 100 per batch but recommends at most 50
 # Gmail quota units per method (FACTS.md); the rest cost 5; a batch costs only its calls.
-QUOTA_UNITS = {"batch": 0, "gmail.users.getProfile": 1, "gmail.users.history.list": 2, "gmail.users.messages.send": 100,
-               "gmail.users.watch": 100, "gmail.users.stop": 50, "gmail.users.threads.get": 10,
-               "gmail.users.threads.list": 10, "gmail.users.messages.delete": 10}
-_RETRYABLE = {429, 500, 502, 503, 504}
-_RATE_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
-# Gmail's refusals that retrying cannot fix → (error class, message); 400 carries Gmail's own text.
-_ERRORS: dict[int, tuple[type[MailbridgeError], str]] = {
-    400: (InvalidRequestError, "Gmail refused the request"),
-    401: (ReauthRequiredError, "Gmail rejected the connection's credentials; reconnect the mailbox"),
-    403: (ForbiddenError, "Gmail refused access to this mailbox or operation"),
-    404: (NotFoundError, "not found in the mailbox"),
-    413: (PayloadTooLargeError, "the message is too large for Gmail"),
-}
+QUOTA_UNITS = {"batch": 0, "gmail.users.getProfile": 1, "gmail.users.history.list": 2,
+               "gmail.users.messages.send": 100, "gmail.users.watch": 100, "gmail.users.stop": 50,
+               "gmail.users.threads.get": 10, "gmail.users.threads.list": 10, "gmail.users.messages.delete": 10}
 # Transport failures worth a retry (httplib2 raises the socket's and http.client's own errors).
 _TRANSPORT = (OSError, HTTPException, httplib2.HttpLib2Error, BatchError)
 
 _lock = threading.Lock()
-_services: dict[str, Any] = {}        # endpoint → discovery Resource, built once per process
+_services: dict[str, "_Resources"] = {}  # endpoint → the discovery service's resources, once per process
 _bundles: dict[str, str] = {}         # MAILBRIDGE_CA_BUNDLE → combined PEM path
 _local = threading.local()            # httplib2.Http is not thread-safe: one per thread
 
@@ -66,34 +52,37 @@ class RetryPolicy:
     sleep: Callable[[float], None] = time.sleep
 
 
-class _Transient(Exception):
-    """One failed attempt that may succeed later (internal: becomes ProviderUnavailableError)."""
+class _Resources:
+    """The service's resources, made once: googleapiclient builds every method of a resource each
+    time `service.users().messages()` is called (~3 ms), and they hold no per-call state."""
 
-    def __init__(self, status: int | None, retry_after: float | None):
-        super().__init__(f"transient Gmail failure ({status})")
-        self.status, self.retry_after = status, retry_after
+    def __init__(self, service):
+        self.users = service.users()
+        self.messages = self.users.messages()
+        self.attachments = self.messages.attachments()
+        self.threads = self.users.threads()
 
 
-def _service(endpoint: str):
+def _service(endpoint: str) -> _Resources:
     """The discovery-based Gmail service for `endpoint` (offline, bundled document), built once."""
-    service = _services.get(endpoint)
-    if service is None:
+    resources = _services.get(endpoint)
+    if resources is None:
         from googleapiclient.discovery import build
         with _lock:
-            service = _services.get(endpoint) or build(
+            resources = _services.get(endpoint) or _Resources(build(
                 "gmail", "v1", static_discovery=True, client_options={"api_endpoint": endpoint},
-                http=httplib2.Http())  # never used: each call passes this thread's Http and its own token
-            _services[endpoint] = service
-    return service
+                http=httplib2.Http()))  # never used: each call passes this thread's Http and its own token
+            _services[endpoint] = resources
+    return resources
 
 
 def _combined_bundle(extra: str) -> str:
     """A PEM file of httplib2's default roots plus `extra` (httplib2 takes one file), made once."""
     with _lock:
         if extra not in _bundles:
-            import httplib2.certs  # HTTPLIB2_CA_CERTS, else certifi/system roots
+            from httplib2 import certs  # HTTPLIB2_CA_CERTS, else certifi/system roots
             try:
-                with open(httplib2.certs.where(), "rb") as base, open(extra, "rb") as own:
+                with open(certs.where(), "rb") as base, open(extra, "rb") as own:
                     pem = base.read() + b"\n" + own.read()
             except OSError as exc:
                 raise MailbridgeError("MAILBRIDGE_CA_BUNDLE cannot be read") from exc
@@ -111,60 +100,6 @@ def _http(ca_bundle: str | None) -> httplib2.Http:
         pool[ca_bundle] = httplib2.Http(timeout=HTTP_TIMEOUT,
                                         ca_certs=_combined_bundle(ca_bundle) if ca_bundle else None)
     return pool[ca_bundle]
-
-
-def _retry_after(resp) -> float | None:
-    """Retry-After in seconds (delta or HTTP date), None when absent or unreadable."""
-    value = (resp.get("retry-after") or "").strip() if resp is not None else ""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - clock.now())
-        except (TypeError, ValueError):
-            return None
-
-
-def _google_error(exc: HttpError) -> tuple[str | None, str | None]:
-    """(reason, message) of Google's `{"error": {"message", "errors": [{"reason"}]}}` body."""
-    try:
-        error = json.loads(exc.content)["error"]
-        return (error.get("errors") or [{}])[0].get("reason"), error.get("message")
-    except (ValueError, KeyError, TypeError, AttributeError, IndexError):
-        return None, None
-
-
-def classify(exc: HttpError, *, what: str = "", idempotent: bool = True) -> Exception:
-    """The one error table: a Gmail HttpError → _Transient (retry it) or the mailbridge error to raise.
-
-    429 and 403 rate-limit reasons are always retryable; 5xx only for `idempotent` calls (a send that
-    got a 500 may have gone out, so it is not repeated blindly).
-    """
-    status, retry_after = exc.resp.status, _retry_after(exc.resp)
-    reason, message = _google_error(exc)
-    if status == 429 or (status == 403 and reason in _RATE_REASONS) or (idempotent and status in _RETRYABLE):
-        return _Transient(status, retry_after)
-    if status in _RETRYABLE or (status == 403 and reason in ("dailyLimitExceeded", "quotaExceeded")):
-        return ProviderUnavailableError("Gmail is unavailable or over quota; try again later",
-                                        retry_after=math.ceil(retry_after or 60), details={"provider_status": status})
-    cls, text = _ERRORS.get(status, (None, None))
-    if cls is InvalidRequestError:
-        return InvalidRequestError(f"Gmail: {message or text}"[:500], details={"provider_status": status})
-    if cls is not None:
-        return cls(f"{what} {text}".strip() if cls is NotFoundError else text)
-    return ProviderError(f"Gmail refused the request ({status})", provider_status=status)
-
-
-def _transport(exc: Exception, idempotent: bool) -> Exception:
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return ProviderUnavailableError("TLS verification of GMAIL_API_ENDPOINT failed (see MAILBRIDGE_CA_BUNDLE)",
-                                        retry_after=60)
-    if idempotent or isinstance(exc, ConnectionRefusedError):  # refused: nothing was sent
-        return _Transient(None, None)
-    return ProviderUnavailableError("Gmail did not answer; the message may or may not have been sent",
-                                    retry_after=60)
 
 
 class _Batch(BatchHttpRequest):
@@ -222,9 +157,11 @@ class GmailTransport:
         self.stats = CallStats()
         self._stats_lock = threading.Lock()
 
-    def users(self):
-        """`service.users()` of the shared service: build requests from it, run them with call/batch."""
-        return _service(self.endpoint).users()
+    @property
+    def api(self) -> _Resources:
+        """The shared service's resources (`.users`, `.messages`, `.attachments`, `.threads`): build
+        requests from them, run them with `call`/`batch`."""
+        return _service(self.endpoint)
 
     def call(self, make: Callable[[], HttpRequest], *, what: str = "", idempotent: bool = True) -> Any:
         """Execute the request `make()` builds (rebuilt per attempt) and return its parsed JSON."""
@@ -243,7 +180,7 @@ class GmailTransport:
                         continue
                     raise classify(exc, what=what, idempotent=idempotent) from exc
                 except _TRANSPORT as exc:
-                    raise _transport(exc, idempotent) from exc
+                    raise transport_error(exc, idempotent) from exc
 
         return self._retrying(attempt)
 
@@ -262,15 +199,15 @@ class GmailTransport:
         return results
 
     def _batch_once(self, keys, makes, results: dict, bearer: _Bearer, what: str) -> None:
-        failures: list[_Transient] = []
+        failures: list[Transient] = []
 
         def done(key: str, response: Any, exc: Exception | None) -> None:
             if exc is None:
                 results[key] = response
                 return
             error = classify(exc, what=f"{what} {key}".strip()) if isinstance(exc, HttpError) \
-                else _Transient(None, None)
-            if isinstance(error, _Transient):
+                else Transient(None, None)
+            if isinstance(error, Transient):
                 failures.append(error)
             else:
                 error.__cause__ = exc
@@ -289,13 +226,13 @@ class GmailTransport:
         except HttpError as exc:
             raise classify(exc, what="batch") from exc
         except _TRANSPORT as exc:
-            raise _transport(exc, True) from exc
+            raise transport_error(exc, True) from exc
         finally:
             if batch.reauthorized:
                 self._count(["batch", *batch.reauthorized])
         if failures:
             asked = [f.retry_after for f in failures if f.retry_after is not None]
-            raise _Transient(failures[0].status, max(asked) if asked else None)
+            raise Transient(failures[0].status, max(asked) if asked else None)
 
     def upload_request(self, raw: bytes, metadata: dict) -> HttpRequest:
         """messages.send through the upload endpoint of the CONFIGURED endpoint (scheme, host and path).
@@ -305,7 +242,7 @@ class GmailTransport:
         and fails on 8-bit bytes, and the message must reach Gmail byte for byte.
         """
         media = MediaIoBaseUpload(io.BytesIO(raw), mimetype="message/rfc822", resumable=False)
-        request = self.users().messages().send(userId="me", media_body=media)
+        request = self.api.messages.send(userId="me", media_body=media)
         parts = urllib.parse.urlsplit(request.uri)  # googleapiclient swaps only the host of upload URIs
         query = dict(urllib.parse.parse_qsl(parts.query))
         if metadata:
@@ -321,7 +258,8 @@ class GmailTransport:
 
     def _retrying(self, fn: Callable[[], Any]) -> Any:
         policy = self.retry
-        backoff = wait_exponential_jitter(multiplier=policy.base_delay, max=policy.max_delay, jitter=policy.base_delay)
+        backoff = wait_exponential_jitter(multiplier=policy.base_delay, max=policy.max_delay,
+                                          jitter=policy.base_delay)
 
         def wait(rs) -> float:
             return max(backoff(rs), rs.outcome.exception().retry_after or 0.0)
@@ -332,9 +270,9 @@ class GmailTransport:
                     or rs.idle_for + rs.upcoming_sleep > policy.max_total_sleep)
 
         try:
-            return Retrying(retry=retry_if_exception_type(_Transient), wait=wait, stop=stop,
+            return Retrying(retry=retry_if_exception_type(Transient), wait=wait, stop=stop,
                             sleep=policy.sleep, reraise=True)(fn)
-        except _Transient as exc:
+        except Transient as exc:
             retry_after = exc.retry_after if exc.retry_after is not None else policy.max_delay
             details = {"provider_status": exc.status} if exc.status else {}
             raise ProviderUnavailableError("Gmail is unavailable or throttling; try again later",
