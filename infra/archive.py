@@ -18,7 +18,8 @@ def archive_files(name: str, root: Path | None = None) -> list[tuple[str, Path]]
     """The (archive name, source path) pairs of function `name`, sorted by archive name.
 
     Only listed files go in: functions/<name>/main.py and requirements.txt, and the .py files
-    of shared/mailbridge/ as mailbridge/… (no __pycache__, no tests). Raises FileNotFoundError
+    of shared/mailbridge/ as mailbridge/… (no __pycache__, no tests), and for `manage` the
+    repository's openapi.yaml as mailbridge/openapi.yaml when it exists. Raises FileNotFoundError
     if the function's main.py or requirements.txt is missing.
     """
     root = Path(root or REPO_ROOT)
@@ -37,6 +38,12 @@ def archive_files(name: str, root: Path | None = None) -> list[tuple[str, Path]]
         if parts[-1].startswith("test_") or parts[-1] == "conftest.py":
             continue
         files.append(("mailbridge/" + "/".join(parts), path))
+    # `manage` serves GET /openapi.yaml (mailbridge/api/docs.py looks inside the package first):
+    # one source file, shipped as package data of that function only, so that editing the
+    # document redeploys `manage` and nothing else.
+    document = root / "openapi.yaml"
+    if name == "manage" and document.is_file():
+        files.append(("mailbridge/openapi.yaml", document))
     return sorted(files)
 
 

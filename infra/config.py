@@ -35,13 +35,15 @@ class Settings:
 
 
 def _checked_key(value: str) -> str:
-    """tokenEncryptionKey must be base64 of 32 bytes (AES-256-GCM); the error never shows it."""
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != 32:
-        raise ValueError("config mailbridge:tokenEncryptionKey must be base64 of 32 random bytes")
+    """tokenEncryptionKey: one or more base64 keys of 32 bytes (AES-256-GCM), comma-separated — the first
+    encrypts, all decrypt, so a key rotates by prepending a new one. The error never shows a key."""
+    for position, key in enumerate(value.split(","), start=1):
+        try:
+            raw = base64.b64decode(key.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            raise ValueError(f"config mailbridge:tokenEncryptionKey: key #{position} must be base64 of 32 random bytes")
     return value
 
 

@@ -14,11 +14,10 @@ TTL_COLLECTIONS = ("oauth_states", "idempotency", "dedupe", "rate_limits", "leas
 # Composite indexes: (collection, ((field, "ASCENDING" | "DESCENDING"), ...)). The emulator
 # needs none, the cloud needs one per query that filters on one field and orders by another.
 INDEXES: list[tuple[str, tuple[tuple[str, str], ...]]] = [
-    ("connections", (("tenant_id", "ASCENDING"), ("created_at", "ASCENDING"))),
-    ("deliveries", (("webhook_id", "ASCENDING"), ("created_at", "DESCENDING"))),
-    ("api_keys", (("tenant_id", "ASCENDING"), ("created_ts", "ASCENDING"))),  # core/keys.py list_keys
-    ("audit_log", (("tenant_id", "ASCENDING"), ("created_at", "DESCENDING"))),
-    ("messages", (("connection_id", "ASCENDING"), ("thread_id", "ASCENDING"), ("received_at", "ASCENDING"))),
+    # core/delivery.py list_deliveries: webhook_id ==, newest first (ties by document id)
+    ("deliveries", (("webhook_id", "ASCENDING"), ("created_ts", "DESCENDING"), ("__name__", "DESCENDING"))),
+    # core/keys.py list_api_keys: tenant_id ==, oldest first
+    ("api_keys", (("tenant_id", "ASCENDING"), ("created_ts", "ASCENDING"), ("__name__", "ASCENDING"))),
 ]
 
 

@@ -1,4 +1,4 @@
-"""Pub/Sub: the Gmail notification topic, the delivery topic, their push subscriptions and dead letters."""
+"""Pub/Sub: the Gmail notification, delivery and renewal topics, their push subscriptions and dead letters."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,13 +7,21 @@ from typing import Mapping
 import pulumi
 import pulumi_gcp as gcp
 
+from mailbridge_infra.routes import RENEW_PATH
+
 GMAIL_TOPIC = "gmail-notifications"
 DELIVERY_TOPIC = "mailbridge-deliveries"
+RENEWALS_TOPIC = "mailbridge-renewals"      # renew's fan-out: {"connection_ids": [...]} pages → /internal/renew
+# The renew function runs up to 540 s (functions.py); the ack deadline is the push's timeout, so it
+# must not be shorter. A page that keeps failing stops after a few attempts: the next tick redoes it.
+RENEWALS_ACK_SECONDS, RENEWALS_ATTEMPTS = 600, 5
 # Gmail's own publisher: `users.watch` fails unless it may publish to the topic.
 GMAIL_PUBLISHER = "serviceAccount:gmail-api-push@system.gserviceaccount.com"
 # Topic → functions that publish to it (roles/pubsub.publisher on that topic only).
 PUBLISHERS: dict[str, tuple[str, ...]] = {
-    DELIVERY_TOPIC: ("oauth", "send", "manage", "gmail_push", "graph_push", "renew"),
+    # deliver re-publishes a delivery before Pub/Sub's attempt cap so retries last 24 h.
+    DELIVERY_TOPIC: ("oauth", "send", "manage", "gmail_push", "graph_push", "renew", "deliver"),
+    RENEWALS_TOPIC: ("renew",),
 }
 NEVER_EXPIRE = {"ttl": ""}          # an idle subscription otherwise dies after 31 days
 RETRY = {"minimum_backoff": "10s", "maximum_backoff": "600s"}
@@ -34,7 +42,7 @@ class Topics(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         self.topics = {
             topic: gcp.pubsub.Topic(f"{name}-{topic}", project=project, name=topic, opts=child)
-            for topic in (GMAIL_TOPIC, DELIVERY_TOPIC)
+            for topic in (GMAIL_TOPIC, DELIVERY_TOPIC, RENEWALS_TOPIC)
         }
         # Blocked by the org policy iam.allowedPolicyMemberDomains in some organisations
         # (infra/README.md says what to do then).
@@ -51,13 +59,25 @@ class Topics(pulumi.ComponentResource):
 
 @dataclass(frozen=True)
 class PushArgs:
-    """One push subscription: `topic` → POST `endpoint`, with an OIDC token for `audience`."""
+    """One push subscription: `topic` → POST `endpoint`, with an OIDC token for `audience` minted
+    for `account` (default: PushSubscriptions' push account)."""
     key: str
     topic: gcp.pubsub.Topic
     endpoint: str
     audience: str
     ack_deadline_seconds: int
     max_delivery_attempts: int
+    account: gcp.serviceaccount.Account | None = None
+
+
+def renewals_push(topics: "Topics", renew_url: pulumi.Input[str],
+                  caller: gcp.serviceaccount.Account) -> PushArgs:
+    """The renewals subscription: pages of the renew tick → the renew function's /internal/renew.
+    `caller` is the renew function's one PUSH_SERVICE_ACCOUNT (the scheduler's account), so the
+    function accepts the scheduler's calls and these pushes alike; the audience is its URL."""
+    endpoint = pulumi.Output.concat(renew_url, RENEW_PATH)
+    return PushArgs(RENEWALS_TOPIC, topics.topics[RENEWALS_TOPIC], endpoint, renew_url,
+                    RENEWALS_ACK_SECONDS, RENEWALS_ATTEMPTS, account=caller)
 
 
 class PushSubscriptions(pulumi.ComponentResource):
@@ -65,7 +85,7 @@ class PushSubscriptions(pulumi.ComponentResource):
 
     Every dead-letter topic gets its own pull subscription (else dead letters are dropped), and the
     Pub/Sub service agent gets publisher on it and subscriber on the source subscription (it moves
-    the messages) plus token creator on the push account (it mints the OIDC tokens).
+    the messages) plus token creator on every account it mints OIDC tokens for.
     """
 
     def __init__(self, name: str, project: str, pushes: list[PushArgs], push_account: gcp.serviceaccount.Account,
@@ -81,6 +101,11 @@ class PushSubscriptions(pulumi.ComponentResource):
         self.dead_letter_topics: dict[str, gcp.pubsub.Topic] = {}
         self.dead_letter_subscriptions: dict[str, gcp.pubsub.Subscription] = {}
         for push in pushes:
+            account = push.account or push_account
+            if push.account is not None and push.account is not push_account:
+                gcp.serviceaccount.IAMMember(
+                    f"{name}-{push.key}-agent-token-creator", service_account_id=push.account.name,
+                    role="roles/iam.serviceAccountTokenCreator", member=agent.member, opts=child)
             dead = gcp.pubsub.Topic(f"{name}-{push.key}-dead-letter", project=project,
                                     name=f"{push.key}-dead-letter", opts=child)
             dead_sub = gcp.pubsub.Subscription(
@@ -95,7 +120,7 @@ class PushSubscriptions(pulumi.ComponentResource):
                 ack_deadline_seconds=push.ack_deadline_seconds,
                 push_config={
                     "push_endpoint": push.endpoint,
-                    "oidc_token": {"service_account_email": push_account.email, "audience": push.audience},
+                    "oidc_token": {"service_account_email": account.email, "audience": push.audience},
                 },
                 retry_policy=RETRY,
                 dead_letter_policy={"dead_letter_topic": dead.id,

@@ -10,7 +10,8 @@ from mailbridge_infra.apis import Apis
 from mailbridge_infra.firestore import Firestore
 from mailbridge_infra.functions import Functions, FunctionsArgs, function_environment
 from mailbridge_infra.gateway import Gateway
-from mailbridge_infra.pubsub import DELIVERY_TOPIC, GMAIL_TOPIC, PushArgs, PushSubscriptions, Topics
+from mailbridge_infra.pubsub import (DELIVERY_TOPIC, GMAIL_TOPIC, PushArgs, PushSubscriptions, Topics,
+                                     renewals_push)
 from mailbridge_infra.routes import (DELIVER_PATH, FUNCTIONS, GMAIL_PUSH_PATH, PRIVATE, PUBLIC,
                                      function_url)
 from mailbridge_infra.scheduler import RenewSchedule
@@ -75,6 +76,7 @@ def deploy(settings: Settings) -> dict[str, pulumi.Input[str]]:
                  urls["gmail_push"], GMAIL_PUSH_ACK_SECONDS, GMAIL_PUSH_ATTEMPTS),
         PushArgs(DELIVERY_TOPIC, topics.topics[DELIVERY_TOPIC], urls["deliver"] + DELIVER_PATH,
                  urls["deliver"], DELIVER_ACK_SECONDS, DELIVER_ATTEMPTS),
+        renewals_push(topics, urls["renew"], accounts.scheduler),
     ], accounts.push, opts=after_functions)
     RenewSchedule("renew", project, region, urls["renew"], accounts.scheduler, opts=after_functions)
 

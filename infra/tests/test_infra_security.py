@@ -45,9 +45,11 @@ def test_every_function_of_api_md_is_deployed_with_entry_point_handle(deployment
 
 def test_push_subscriptions_carry_oidc_for_the_function_they_call(deployment):
     subs = push_subscriptions(deployment)
-    assert {s["name"] for s in subs} == {"gmail-notifications-push", "mailbridge-deliveries-push"}
+    assert {s["name"] for s in subs} == {"gmail-notifications-push", "mailbridge-deliveries-push",
+                                         "mailbridge-renewals-push"}
     targets = {"gmail-notifications-push": ("gmail_push", "/push/gmail"),
-               "mailbridge-deliveries-push": ("deliver", "/internal/deliver")}
+               "mailbridge-deliveries-push": ("deliver", "/internal/deliver"),
+               "mailbridge-renewals-push": ("renew", "/internal/renew")}
     for sub in subs:
         function, path = targets[sub["name"]]
         env = env_of(deployment, function)

@@ -1,4 +1,4 @@
-"""The `mailbridge` command: `serve` (every function on one port) and `keys create`."""
+"""The `mailbridge` command: `serve` (every function on one port), `renew` (one renewal tick) and `keys create`."""
 from __future__ import annotations
 
 import argparse
@@ -30,6 +30,23 @@ def _keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _renew(args: argparse.Namespace) -> int:
+    from mailbridge.core.renewal import INLINE_MAX, renew_due
+    from mailbridge.runtime import Runtime
+    runtime = Runtime()
+    # On the inline bus fanned-out pages would run on this process's threads and die with it:
+    # do every due connection here instead, and print real counts. On Pub/Sub, fan out as the function does.
+    inline_max = None if runtime.settings.bus == "inline" else INLINE_MAX
+    try:
+        counts = renew_due(runtime, inline_max=inline_max)
+    finally:
+        if "bus" in runtime.__dict__:   # webhook deliveries of re-synced mail: give them a minute
+            runtime.bus.drain(timeout=60)
+            runtime.bus.close()
+    print(json.dumps(counts))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailbridge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -37,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--host", default="127.0.0.1")
     serve.set_defaults(run=_serve)
+    renew = sub.add_parser("renew", help="renew Gmail watches and re-sync quiet connections once; prints counts")
+    renew.set_defaults(run=_renew)
     keys = sub.add_parser("keys", help="manage API keys against the configured store")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create a key (and its tenant if new); the key is shown once")

@@ -10,7 +10,9 @@
     │   ├── ConflictError                409 conflict
     │   │   └── ReauthRequiredError      409 reauth_required
     │   ├── PayloadTooLargeError         413 payload_too_large
-    │   └── ProviderError                502 provider_error (details.provider_status)
+    │   ├── ProviderError                502 provider_error (details.provider_status)
+    │   └── CursorExpiredError           404 not_found: a sync cursor older than the provider keeps
+    │                                    (core/sync falls back to a bounded resync; not a NotFoundError)
     └── TransientError                   retrying later may help
         ├── RateLimitedError             429 rate_limited (retry_after)
         ├── ProviderUnavailableError     503 provider_unavailable (retry_after)
@@ -104,6 +106,13 @@ class ProviderError(PermanentError):
         if provider_status is not None:
             details["provider_status"] = provider_status
         super().__init__(message, details=details)
+
+
+class CursorExpiredError(PermanentError):
+    """The provider no longer keeps changes that old (Gmail: history.list 404 on startHistoryId).
+    Deliberately not a NotFoundError: a missing message and an expired cursor are handled apart."""
+    code = "not_found"
+    status = 404
 
 
 class RateLimitedError(TransientError):

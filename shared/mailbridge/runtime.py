@@ -1,4 +1,4 @@
-"""The per-instance dependencies (settings, store, secrets, cipher), built lazily on first use.
+"""The per-instance dependencies (settings, store, secrets, bus, cipher), built lazily on first use.
 
 Cloud Functions keep an instance warm between requests, so each dependency is built once and reused
 ("lazy globals"); tests build their own `Runtime` with explicit parts instead of patching globals.
@@ -32,6 +32,7 @@ class Runtime:
             self.__dict__["secrets"] = secrets
         if bus is not None:
             self.__dict__["bus"] = bus
+            bus.bind(self)  # an inline bus hands this runtime to its handlers (the first runtime wins)
 
     @cached_property
     def store(self) -> "Store":
@@ -45,8 +46,9 @@ class Runtime:
 
     @cached_property
     def bus(self) -> "Bus":
+        """MAILBRIDGE_BUS: inline (handlers run in this process with this runtime) or pubsub."""
         from mailbridge.bus import open_bus
-        return open_bus(self.settings.bus, project=self.settings.gcp_project)
+        return open_bus(self.settings.bus, project=self.settings.gcp_project, runtime=self)
 
     @cached_property
     def cipher(self) -> "TokenCipher":

@@ -14,7 +14,7 @@ import requests
 from dev.google_emulator import EmulatorState, run_in_thread
 from mailbridge import clock
 from mailbridge.api.app import create_app
-from mailbridge.bus.base import EVENTS_TOPIC
+from mailbridge.core.events import recorded_events
 from mailbridge.bus.inline import InlineBus
 from mailbridge.config import Settings
 from mailbridge.core.connections import connection_id_for
@@ -138,8 +138,7 @@ def state_id(token: str) -> str:
 
 
 def events(runtime, event_type: str) -> list[dict]:
-    return [m["event"] for topic, m in runtime.bus.published
-            if topic == EVENTS_TOPIC and m["event"]["type"] == event_type]
+    return recorded_events(runtime.store, event_type)
 
 
 def grant_refresh_token(google: Google, account: str = MAILBOX) -> str:

@@ -12,6 +12,7 @@ from tests import emulators
 def test_pubsub_emulator_serves_the_client_and_resets(pubsub_emulator):
     from google.cloud import pubsub_v1
     assert os.environ["PUBSUB_EMULATOR_HOST"] == pubsub_emulator
+    emulators.reset_pubsub(pubsub_emulator)  # the emulator is shared by the session's tests
     publisher = pubsub_v1.PublisherClient()
     topic = publisher.topic_path(emulators.TEST_PROJECT, "emulator-check")
     publisher.create_topic(name=topic)

@@ -11,6 +11,7 @@ from urllib.parse import quote
 import pytest
 
 from mailbridge.core import idempotency
+from mailbridge.core.events import recorded_events
 from mailbridge.errors import ConflictError
 from mailbridge.store.base import AUDIT_LOG
 from tests.integration.gmail_stack import *  # noqa: F401,F403
@@ -51,7 +52,7 @@ def public(mailbox, gmail_id: str) -> str:
 
 
 def sent_events(runtime) -> list[dict]:
-    return [m["event"] for _, m in runtime.bus.published if m["event"]["type"] == "email.sent"]
+    return recorded_events(runtime.store, "email.sent")
 
 
 def audit_entries(runtime) -> list[dict]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import email
 import json
+import random
 from email import policy
 from pathlib import Path
 
 import pytest
 
+from mailbridge.core import headers
 from mailbridge.core.parse import EMAIL_FIELDS, decode_text, email_from_gmail, email_from_mime, find_part
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -250,7 +252,8 @@ def test_email_from_gmail_never_raises_on_malformed_resources(resource):
                                  b"Content-Type: multipart/mixed\r\n\r\nno boundary at all",
                                  b"Content-Type: multipart/mixed; boundary=x\r\n\r\n"
                                  b"--x\r\nContent-Transfer-Encoding: base64\r\n\r\n@@@\r\n",
-                                 b"From: a@\r\nTo: ,,,@@@<<<\r\nDate: 99 Foo 99999 99:99\r\n\r\nx"])
+                                 b"From: a@\r\nTo: ,,,@@@<<<\r\nDate: 99 Foo 99999 99:99\r\n\r\nx",
+                                 b"Subject: ok\r\nContent-Type: text/plain; name*\r\n\r\nx"])  # the stdlib's parser raises
 def test_email_from_mime_never_raises_on_garbage(raw):
     out = from_mime(raw)
     assert list(out) == list(EMAIL_FIELDS)
@@ -283,3 +286,176 @@ def test_find_part_finds_nested_parts_by_part_id():
 ])
 def test_decode_text_falls_back_sanely_and_never_raises(data, charset, expected):
     assert decode_text(data, charset) == expected
+
+
+# --- core/headers.py: the fast paths must give exactly what the stdlib gives --------------------------------
+ADDRESS_HEADERS = ("from", "to", "cc", "bcc", "reply-to", "sender", "resent-to")
+
+
+def stdlib_answer(kind: str, value: str, name: str = ""):
+    """The truth, straight from policy.default (not through headers.fetch): the value, or the exception type."""
+    try:
+        if kind == "addresses":
+            return [{"email": sanitize(a.addr_spec), "name": sanitize(a.display_name) or None}
+                    for a in policy.default.header_fetch_parse("To", value).addresses if a.username and a.domain]
+        if kind == "unstructured":
+            return sanitize(str(policy.default.header_fetch_parse("Subject", value)))
+        header = policy.default.header_fetch_parse(name, value)
+        kind_value = header.content_type if name.lower() == "content-type" else header.content_disposition
+        return kind_value, dict(header.params)
+    except Exception as exc:  # the stdlib raises on some garbage; ours must raise too (callers turn it into [])
+        return type(exc)
+
+
+def ours(kind: str, value: str, name: str = ""):
+    """(the public function's answer or exception type, the fast path's answer or None)."""
+    public = {"addresses": headers.addresses, "unstructured": headers.unstructured}.get(kind)
+    fast = {"addresses": headers.fast_addresses, "unstructured": headers.fast_unstructured}.get(kind)
+    try:
+        answer = public(value) if public else headers.mime(name, value)
+    except Exception as exc:
+        answer = type(exc)
+    return answer, (fast(value) if fast else headers.fast_mime(name, value))
+
+
+def assert_same_as_stdlib(kind: str, value: str, name: str = "") -> bool:
+    """Public answer == stdlib; the fast path, when it answers, too. True if the fast path answered."""
+    truth = stdlib_answer(kind, value, name)
+    answer, fast = ours(kind, value, name)
+    assert answer == truth, (kind, name, value)
+    if fast is not None:
+        assert fast == truth, (kind, name, value)
+    return fast is not None
+
+
+def corpus_header_values(name: str):
+    """(kind, header name, value) for every header we decode, from the raw file and from Gmail's view of it."""
+    msg = email.message_from_bytes(read(name), policy=policy.default)
+    items = [(k, v) for part in msg.walk() for k, v in part.raw_items()]
+
+    def walk(node):
+        yield node
+        for child in node.get("parts") or []:
+            yield from walk(child)
+    items += [(h["name"], h["value"]) for node in walk(gmail_resource(read(name))["payload"]) for h in node["headers"]]
+    for key, value in items:
+        low = key.lower()
+        if low in ADDRESS_HEADERS:
+            yield "addresses", key, value
+        elif low == "subject":
+            yield "unstructured", key, value
+        elif low in ("content-type", "content-disposition"):
+            yield "mime", key, value
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_header_fast_paths_match_the_stdlib_on_every_corpus_header(name):
+    checked = 0
+    for kind, key, value in corpus_header_values(name):
+        assert_same_as_stdlib(kind, value, key)
+        checked += 1
+    assert checked >= 3
+
+
+TRICKY_ADDRESSES = [
+    "=?UTF-8?Q?Ren=C3=A9e?= =?UTF-8?B?IETDvHJy?= <renee@example.com>", '"=?utf-8?q?J=C3=BCrgen?=" <j@example.de>',
+    '"Last, First" <first.last@example.com>, plain@example.com', '"a\\"b" <q@example.com>', '"a\\\\b" <q@example.com>',
+    "plain@example.com (a comment)", "(c) Ann <ann@example.com>", "Ann (x) Lee <ann@example.com>",
+    "undisclosed-recipients:;", "team: a@example.com, b@example.com;, c@example.com", "a@", "<>", "@", "",
+    "   ", ",", "a@example.com,", ",a@example.com", "a@example.com,,b@example.com", "Jörg Straße <joerg@example.de>",
+    "jörg@exämple.de", "\udcc3\udca9 <x@example.com>", "J.<a@example.com>", "J. Doe <j@example.com>",
+    "Mr. <a@example.com>", ". <a@example.com>", "a..b@example.com", "a@example.com.", "a@[127.0.0.1]",
+    "a @ example.com", '"a b"@example.com', "a@b@c", "Ann <a@b> Lee", "a@b <c@d>", "<a@b> <c@d>",
+    "Ann Lee\r\n <ann@example.com>", "Ann\t\tLee <ann@example.com>", '" spaced  out " <s@example.com>',
+    '"" <e@example.com>', "<@route:a@example.com>", "this is ;; garbage <<>> ,, ok@example.com",
+    '"Unbalanced Quote <broken@example.com>', "Ann <a@example.com", "a\x00b@example.com", "=?x?q?y?= <z@example.com>",
+]
+TRICKY_SUBJECTS = [
+    "", "  Re: hi  ", "a\tb", "=?UTF-8?Q?Caf=C3=A9?=", "=?utf-8?b?8J+OiQ==?= =?utf-8?q?_x?=", "x =?", "=?bad",
+    "Grüße", "\udcc3\udca9", "line\r\n folded", "a\x00b", "=?x-made-up?Q?Hello?=", "?= =? ==??", "\x7f",
+]
+TRICKY_MIME = [
+    ("Content-Type", 'text/plain; charset="UTF-8"'), ("Content-Type", "text/plain;charset=utf-8;format=flowed"),
+    ("Content-Type", " Text/HTML ; Charset = \"ISO-8859-1\" "), ("Content-Type", 'text/plain; name="a;b.txt"'),
+    ("Content-Type", 'text/plain; charset="a"; Charset="b"'), ("Content-Type", 'text/plain; name="a"; name="b"'),
+    ("Content-Type", "text/plain;"),
+    ("Content-Type", 'application/pdf; name="=?utf-8?q?r=C3=A9sum=C3=A9.pdf?="'), ("Content-Type", "text"),
+    ("Content-Type", "text/plain; name*=utf-8''r%C3%A9sum%C3%A9.pdf"), ("Content-Type", 'text/plain; name="a\\"b"'),
+    ("Content-Type", "text/plain; name*0=a; name*1=b"), ("Content-Type", ""), ("Content-Type", "/"),
+    ("Content-Type", "text/plain (comment); charset=utf-8"), ("Content-Type", 'text/plain; name="Фото.jpg"'),
+    ("Content-Disposition", 'attachment; filename="a b  c.pdf"; size=12'), ("Content-Disposition", "INLINE"),
+    ("Content-Disposition", "attachment; filename*=iso-8859-1'fr'donn%E9es.xls"), ("Content-Disposition", ";;"),
+    ("Content-Disposition", 'attachment; filename="x'), ("Content-Disposition", "attachment; filename=a/b"),
+]
+
+
+@pytest.mark.parametrize("value", TRICKY_ADDRESSES)
+def test_address_fast_path_matches_the_stdlib_on_tricky_values(value):
+    assert_same_as_stdlib("addresses", value)
+
+
+@pytest.mark.parametrize("value", TRICKY_SUBJECTS)
+def test_subject_fast_path_matches_the_stdlib_on_tricky_values(value):
+    assert_same_as_stdlib("unstructured", value)
+
+
+@pytest.mark.parametrize("name, value", TRICKY_MIME)
+def test_mime_fast_path_matches_the_stdlib_on_tricky_values(name, value):
+    assert_same_as_stdlib("mime", value, name)
+
+
+@pytest.mark.parametrize("kind, name, value, expected", [
+    ("addresses", "", "Ann Lee <ann@example.com>", [{"email": "ann@example.com", "name": "Ann Lee"}]),
+    ("addresses", "", ' "Lee, Bo"  <bo@example.com> , x.y+z@mail.example.org',
+     [{"email": "bo@example.com", "name": "Lee, Bo"}, {"email": "x.y+z@mail.example.org", "name": None}]),
+    ("addresses", "", "John Q.  Public <jqp@example.com>", [{"email": "jqp@example.com", "name": "John Q. Public"}]),
+    ("addresses", "", "<o'neil@example.com>", [{"email": "o'neil@example.com", "name": None}]),
+    ("unstructured", "", "Re: [team] lunch?\r\n at 12", "Re: [team] lunch? at 12"),
+    ("mime", "Content-Type", 'Text/Plain; charset="UTF-8"', ("text/plain", {"charset": "UTF-8"})),
+    ("mime", "Content-Disposition", 'attachment; filename="report 2026.pdf"',
+     ("attachment", {"filename": "report 2026.pdf"})),
+])
+def test_plain_values_take_the_fast_path(kind, name, value, expected):
+    assert assert_same_as_stdlib(kind, value, name)  # the fast path answered, and agreed with the stdlib
+    assert ours(kind, value, name)[0] == expected
+
+
+FUZZ_PIECES = ["Ann", "J.", ".", "@", "<", ">", ",", " ", "\t", '"', "\\", "(", ")", ":", ";", "[", "]", "=?",
+               "=?utf-8?q?x_y?=", "?=", "é", "\r\n ", "x.y", "example.com", "o'n", "!#$%&'*+-/=?^_`{|}~", "", "a@b",
+               "<a@b.c>", "Lee, Bo", "/", "=", "charset", "name*", "'", "%41", "text/plain", "attachment", "\x00"]
+
+
+def test_fast_paths_match_the_stdlib_on_seeded_random_values():
+    rng = random.Random(20260203)
+    answered = 0
+    for _ in range(3000):
+        value = "".join(rng.choice(FUZZ_PIECES) for _ in range(rng.randint(1, 9)))
+        answered += assert_same_as_stdlib("addresses", value)
+        answered += assert_same_as_stdlib("unstructured", value)
+        answered += assert_same_as_stdlib("mime", value, rng.choice(["Content-Type", "Content-Disposition"]))
+    assert answered > 500  # the generator does reach the fast paths
+
+
+def test_cached_answers_are_fresh_objects_each_time():
+    first = headers.addresses("Ann <ann@example.com>")
+    first[0]["name"] = "changed by a caller"
+    first.append({"email": "extra@example.com", "name": None})
+    assert headers.addresses("Ann <ann@example.com>") == [{"email": "ann@example.com", "name": "Ann"}]
+    kind, params = headers.mime("Content-Type", 'text/plain; charset="UTF-8"')
+    params["charset"] = "changed"
+    assert headers.mime("Content-Type", 'text/plain; charset="UTF-8"') == ("text/plain", {"charset": "UTF-8"})
+
+
+def test_long_values_are_parsed_without_the_cache_and_still_exactly():
+    value = ", ".join(f"Person {n} <p{n}@example.com>" for n in range(100)) + ", =?utf-8?q?Z=C3=BC?= <z@example.com>"
+    assert len(value) > 1024
+    assert headers.addresses(value) == stdlib_answer("addresses", value)
+    assert headers.addresses(value)[-1] == {"email": "z@example.com", "name": "Zü"}
+
+
+@pytest.mark.parametrize("name, value", [("To", "Ann <a@example.com>"), ("Subject", "=?utf-8?q?x?="),
+                                         ("Content-Type", "text/plain; charset=utf-8"), ("X-Odd", "a\r\nb")])
+def test_fetch_is_header_fetch_parse(name, value):
+    ours_header, theirs = headers.fetch(name, value), policy.default.header_fetch_parse(name, value)
+    assert str(ours_header) == str(theirs) and ours_header.name == theirs.name
+    assert type(ours_header).__mro__[1:] == type(theirs).__mro__[1:]

@@ -8,6 +8,7 @@ from flask import Flask, jsonify, request
 
 from mailbridge.api.auth import add_rate_headers
 from mailbridge.api.context import EXTENSION
+from mailbridge.api.docs import bp as docs
 from mailbridge.api.errors import register_error_handlers
 from mailbridge.api.functions import DEFAULT_MAX_BODY_BYTES, FUNCTIONS, MAX_BODY_BYTES, blueprint
 from mailbridge.runtime import Runtime
@@ -17,7 +18,8 @@ def create_app(functions: Iterable[str] = tuple(FUNCTIONS), runtime: Runtime | N
     """A Flask app serving the routes of the named functions (all of them by default), `/healthz`,
     and the error envelope for everything that goes wrong. `runtime` None: built from the environment."""
     names = list(functions)
-    app = Flask("mailbridge")
+    # No static folder: Flask would otherwise register an undocumented /static/<path:filename> route.
+    app = Flask("mailbridge", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = DEFAULT_MAX_BODY_BYTES
     app.json.sort_keys = False
     if runtime is not None:
@@ -28,6 +30,8 @@ def create_app(functions: Iterable[str] = tuple(FUNCTIONS), runtime: Runtime | N
     app.add_url_rule("/healthz", "healthz", lambda: jsonify({"ok": True}), methods=["GET"])
     for name in names:
         app.register_blueprint(blueprint(name))
+    if "manage" in names:  # the document names `manage` as its server, as the gateway routes it
+        app.register_blueprint(docs)
     return app
 
 

@@ -18,6 +18,9 @@ from mailbridge.core.permissions import Permissions
 from mailbridge.errors import ForbiddenError, NotFoundError, RateLimitedError, UnauthenticatedError
 
 
+ADMIN_COUNTER = "admin"  # the admin key's rate-limit counter (it has no key record)
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who is calling: a tenant's key, or the admin key (tenant_id None)."""
@@ -67,14 +70,15 @@ def requires(operation: str | None, *, admin: bool = False) -> Callable:
         def guarded(*args, **kwargs):
             who = authenticate()
             g.mailbridge_principal = who
+            state = ratelimit.count_request(runtime().store, who.key_id or ADMIN_COUNTER,
+                                            who.permissions.limits)
+            g.mailbridge_rate_headers = state.headers()
+            if state.exceeded:
+                raise RateLimitedError("rate limit exceeded for this API key", retry_after=state.reset)
             if who.is_admin:
                 if not admin:
                     raise ForbiddenError("the admin key manages tenants and keys only")
                 return view(*args, **kwargs)
-            state = ratelimit.count_request(runtime().store, who.key_id, who.permissions.limits)
-            g.mailbridge_rate_headers = state.headers()
-            if state.exceeded:
-                raise RateLimitedError("rate limit exceeded for this API key", retry_after=state.reset)
             if operation is not None and not who.permissions.allows(operation):
                 raise ForbiddenError(f"this API key may not {operation}",
                                      details={"operation": operation})

@@ -67,3 +67,25 @@ def refresh_connection(connection_id: str):
     _visible_connection(connection_id)
     expires = tokens.refresh_now(runtime(), connection_id)
     return jsonify({"expires_at": clock.rfc3339(expires)})
+
+
+@bp.delete("/v1/connections/<connection_id>")
+@requires("manage_connections")
+def delete_connection(connection_id: str):
+    connections.disconnect(runtime(), _visible_connection(connection_id))
+    return "", 204
+
+
+@bp.post("/v1/connections/<connection_id>/sync")
+@requires("manage_connections")
+def sync_connection(connection_id: str):
+    """Sync now: a delta sync inline (409 conflict when disconnected, reauth_required when revoked)."""
+    from mailbridge.core.mailbox import provider_for
+    from mailbridge.core.sync import sync_connection as sync
+
+    record = _visible_connection(connection_id)
+    provider_for(runtime(), record)   # 409 for a disconnected mailbox before any sync work
+    result = sync(runtime(), record)
+    finished = result.finished_at
+    return jsonify({"new_messages": result.new_messages,
+                    "finished_at": clock.rfc3339(finished) if isinstance(finished, (int, float)) else finished})

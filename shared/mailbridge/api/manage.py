@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from mailbridge.api import api_keys, connections
+from mailbridge.api import api_keys, connections, webhooks
 
 bp = Blueprint("manage", __name__)
 bp.register_blueprint(api_keys.bp)
 bp.register_blueprint(connections.bp)
+bp.register_blueprint(webhooks.bp)

@@ -6,7 +6,8 @@ A record in CONNECTIONS (fields other issues add are kept as they are):
     token_expires_ts, token_version  the access token's expiry; +1 on every refresh (see core/tokens.py)
     created_ts, updated_ts, last_sync_ts (last successful sync), disconnected_ts
     error                            {"code", "message", "at"} or None (the last sync/refresh failed)
-    watch                            None, or {"expires_ts", ...} (the real-time issue)
+    watch                            None, or {"expires_ts", "renewed_ts", "history_id", "topic",
+                                     "attempted_ts", "error"} (core/renewal.py; error: the last attempt failed)
     backfill                         None, or the public backfill object (the backfill issue)
     backfill_range, start_watching   what the customer asked for at connect/import time
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import TYPE_CHECKING, Iterable
 
 from mailbridge import clock
@@ -34,6 +36,8 @@ from mailbridge.store.base import CONNECTIONS
 
 if TYPE_CHECKING:   # google-auth and requests load only on the routes that call Google
     from mailbridge.providers.google_auth import TokenSet
+
+log = logging.getLogger("mailbridge.connections")
 
 STATUSES = ("never_synced", "healthy", "stale", "error", "disconnected")
 PROVIDERS = ("google", "microsoft")
@@ -112,6 +116,8 @@ def save_connection(runtime: Runtime, *, tenant_id: str, user_id: str, provider:
     """Create the connection, or reconnect the existing one (same id, mail kept, error cleared, new
     tokens stored). Returns (record, created). `refresh_token` is used when `tokens` carries none.
 
+    With `start_watching` a Google mailbox is watched (users.watch on GMAIL_PUBSUB_TOPIC) before the
+    event is emitted; a watch failure is recorded, never raised (renew retries it).
     Raises ProviderError when no refresh token is known at all (the mailbox could not stay connected).
     Idempotent per mailbox: a repeated call updates the same record and emits no second event."""
     conn_id = connection_id_for(tenant_id, user_id, provider, email)
@@ -140,6 +146,9 @@ def save_connection(runtime: Runtime, *, tenant_id: str, user_id: str, provider:
         announce = bool(previous.get("disconnected_ts"))   # back from `disconnected`
         token_fields["token_version"] = int(previous.get("token_version") or 0) + 1
         stored = runtime.store.update(CONNECTIONS, conn_id, token_fields)
+    if start_watching and provider == "google":
+        from mailbridge.core.renewal import watch_on_connect
+        stored = watch_on_connect(runtime, stored)
     if announce:
         emit(runtime.store, runtime.bus, tenant_id=tenant_id, event_type="connection.created",
              data=public_view(stored), connection_id=conn_id,
@@ -230,6 +239,40 @@ def finish_connect(runtime: Runtime, state: dict, code: str) -> dict:
     return record
 
 
+def disconnect(runtime: Runtime, record: dict) -> dict:
+    """`DELETE /v1/connections/{id}`: stop the Gmail watch, revoke the Google grant, forget the tokens,
+    keep the stored mail, set `disconnected_ts` (status `disconnected`) and emit `connection.deleted` once.
+    Returns the stored record. Mailbox calls on it answer 409 conflict from then on.
+
+    The watch and the grant belong to the Google account, not to us: when another live connection
+    (another tenant or user) holds the same mailbox, neither is touched — only this record's tokens are
+    forgotten. users.stop is best effort (an unstopped watch dies within 7 days, and pushes for
+    disconnected connections are ignored); a failed revoke raises (ProviderUnavailableError → 503) with
+    nothing changed, so the caller retries. Idempotent: disconnecting again changes nothing and emits
+    nothing new (it only finishes a `connection.deleted` whose fan-out had failed)."""
+    from mailbridge.core.renewal import stop_watch
+    from mailbridge.providers import google_auth
+
+    if record.get("disconnected_ts"):
+        _announce_deleted(runtime, record)
+        return record
+    shared = record.get("provider") == "google" and _mailbox_shared(runtime, record)
+    if record.get("provider") == "google" and not shared:
+        stop_watch(runtime, record)
+        if record.get("refresh_token"):
+            google_auth.revoke(runtime.settings, runtime.cipher.decrypt(record["refresh_token"], record["id"]))
+    now = clock.now()
+    current = runtime.store.get(CONNECTIONS, record["id"]) or record
+    forgotten = {**current, "access_token": None, "refresh_token": None, "token_expires_ts": None,
+                 "watch": None, "error": None, "disconnected_ts": now, "updated_ts": now}
+    # Compare-and-set on `disconnected_ts`: of two racing DELETEs exactly one writes and announces.
+    if not runtime.store.compare_and_set(CONNECTIONS, record["id"], "disconnected_ts", None, forgotten):
+        return get_connection(runtime, record["id"])
+    stored = {**forgotten, "id": record["id"]}
+    _announce_deleted(runtime, stored)
+    return stored
+
+
 def google_client_secret(runtime: Runtime) -> str:
     """The `google-client-secret` secret; a clear (secret-free) 500 when sign-in is not configured."""
     secret = runtime.secrets.get("google-client-secret")
@@ -242,3 +285,17 @@ def google_client_secret(runtime: Runtime) -> str:
 def _event_id(conn_id: str, what: str, stamp) -> str:
     # Deterministic per (connection, transition): a retried call records and publishes nothing new.
     return "evt_" + hashlib.sha256(f"{conn_id}:{what}:{stamp}".encode()).hexdigest()[:24]
+
+
+def _mailbox_shared(runtime: Runtime, record: dict) -> bool:
+    """Another live Google connection of the same address (the same Google grant and watch)."""
+    key = record.get("email_key") or record["email"].strip().lower()
+    return any(other["id"] != record["id"] and other.get("provider") == "google"
+               and not other.get("disconnected_ts")
+               for other in runtime.store.query(CONNECTIONS, [("email_key", "==", key)]))
+
+
+def _announce_deleted(runtime: Runtime, record: dict) -> None:
+    emit(runtime.store, runtime.bus, tenant_id=record["tenant_id"], event_type="connection.deleted",
+         data=public_view(record), connection_id=record["id"],
+         event_id=_event_id(record["id"], "deleted", record.get("disconnected_ts")))

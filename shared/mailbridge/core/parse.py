@@ -4,8 +4,9 @@ Both sources are reduced to the same two things — a list of raw (name, value) 
 leaf parts numbered the way Gmail numbers them (root "", children "0", "1", nested "0.1") — and one
 piece of code turns those into the email object, so the two providers cannot drift apart. Header
 values are decoded by the stdlib's default policy (RFC 2047, RFC 2231), exactly as
-`email.message_from_bytes(raw, policy=email.policy.default)` would; every field is computed on its
-own and a broken header only empties that field.
+`email.message_from_bytes(raw, policy=email.policy.default)` would (core/headers.py computes plain
+ASCII values directly and leaves the rest to the stdlib); every field is computed on its own and a
+broken header only empties that field.
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from html.parser import HTMLParser
 from typing import Any, Callable, Iterable
 
 from mailbridge import clock
+from mailbridge.core.headers import Index as _Index, addresses as _parse_addresses, clean as _clean, \
+    first_occurrences as _first, mime as _mime, raw as _raw, unstructured as _unstructured
 
 EMAIL_FIELDS = ("id", "thread_id", "connection_id", "provider", "message_id", "subject", "from", "to", "cc",
                 "bcc", "reply_to", "snippet", "text", "html", "sent_at", "received_at", "is_read", "labels",
@@ -29,6 +32,7 @@ EMAIL_FIELDS = ("id", "thread_id", "connection_id", "provider", "message_id", "s
 SNIPPET_LENGTH = 200
 
 _MSG_ID = re.compile(r"<[^<>\s]+>")
+_PRIORITY_DIGIT = re.compile(r"\s*(\d)")
 # Labels whose real-world use is a superset encoding: decoding with the superset loses nothing.
 _SUPERSETS = {"gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030", "iso-8859-1": "cp1252",
               "latin1": "cp1252", "latin-1": "cp1252", "ks_c_5601-1987": "cp949", "euc-kr": "cp949",
@@ -50,39 +54,16 @@ class _Leaf:
     filename: str | None = None  # what the provider already decoded (Gmail's `filename`)
 
 
-def _clean(text: str | None) -> str | None:
-    """Surrogate-escaped raw bytes (8-bit headers) → UTF-8, else U+FFFD, as the stdlib does for str(header)."""
-    if text is None or not re.search("[\udc80-\udcff]", text):
-        return text
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+def _mime_header(index: _Index, name: str) -> tuple[str | None, dict[str, str]] | None:
+    """The first Content-Type/-Disposition as (type or disposition, params), or None: absent or unparsable."""
+    return _guarded(None, lambda: _mime(*index[name])) if name in index else None
 
 
-def _header(headers: list[tuple[str, str]], name: str):
-    """The first `name` header parsed by the default policy, or None (absent, or the stdlib choked on it)."""
-    for key, value in headers:
-        if key.lower() == name:
-            try:
-                return email_policy.default.header_fetch_parse(key, value)
-            except Exception:  # the stdlib parser raises IndexError and friends on some garbage
-                return None
-    return None
-
-
-def _raw(headers: list[tuple[str, str]], name: str) -> str | None:
-    for key, value in headers:
-        if key.lower() == name:
-            return _clean(re.sub(r"\r?\n(?=[ \t])", "", value)).strip()
-    return None
-
-
-def _addresses(headers: list[tuple[str, str]], name: str) -> list[dict]:
+def _addresses(index: _Index, name: str) -> list[dict]:
     """Mailboxes with a domain; groups flattened; a header the parser cannot read yields []."""
     try:
-        parsed = _header(headers, name)
-        found = parsed.addresses if parsed is not None else ()
-        return [{"email": _clean(a.addr_spec), "name": _clean(a.display_name) or None}
-                for a in found if a.username and a.domain]
-    except Exception:
+        return _parse_addresses(index[name][1]) if name in index else []
+    except Exception:  # the stdlib parser raises IndexError and friends on some garbage
         return []
 
 
@@ -95,18 +76,18 @@ def _message_ids(value: str | None) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def _importance(headers: list[tuple[str, str]]) -> str:
+def _importance(index: _Index) -> str:
     for name in ("importance", "priority", "x-msmail-priority"):
-        value = (_raw(headers, name) or "").lower()
+        value = (_raw(index, name) or "").lower()
         if value in _IMPORTANCE:
             return _IMPORTANCE[value]
-    match = re.match(r"\s*(\d)", _raw(headers, "x-priority") or "")
+    match = _PRIORITY_DIGIT.match(_raw(index, "x-priority") or "")
     return _X_PRIORITY.get(match.group(1), "normal") if match else "normal"
 
 
-def _sent_at(headers: list[tuple[str, str]]) -> str | None:
+def _sent_at(date: str | None) -> str | None:
     try:
-        value = parsedate_to_datetime(_raw(headers, "date") or "")
+        value = parsedate_to_datetime(date or "")
         if value.tzinfo is None:  # "-0000": no zone information; the time is UTC
             value = value.replace(tzinfo=timezone.utc)
         return clock.rfc3339(value.timestamp())
@@ -121,19 +102,19 @@ def _guarded(default: Any, fn: Callable[[], Any]) -> Any:
         return default
 
 
-def _header_fields(headers: list[tuple[str, str]]) -> dict:
-    subject = _guarded(None, lambda: _header(headers, "subject"))
-    senders = _addresses(headers, "from")
+def _header_fields(raw_headers: list[tuple[str, str]]) -> dict:
+    index = _first(raw_headers)
+    senders = _addresses(index, "from")
     return {
-        "message_id": _guarded(None, lambda: (_message_ids(_raw(headers, "message-id")) or [None])[0]),
-        "subject": _clean(str(subject)) if subject is not None else None,
+        "message_id": _guarded(None, lambda: (_message_ids(_raw(index, "message-id")) or [None])[0]),
+        "subject": _guarded(None, lambda: _unstructured(index["subject"][1])) if "subject" in index else None,
         "from": senders[0] if senders else None,
-        "to": _addresses(headers, "to"), "cc": _addresses(headers, "cc"), "bcc": _addresses(headers, "bcc"),
-        "reply_to": _addresses(headers, "reply-to"),
-        "sent_at": _sent_at(headers),
-        "importance": _guarded("normal", lambda: _importance(headers)),
-        "in_reply_to": _guarded(None, lambda: (_message_ids(_raw(headers, "in-reply-to")) or [None])[0]),
-        "references": _guarded([], lambda: _message_ids(_raw(headers, "references"))),
+        "to": _addresses(index, "to"), "cc": _addresses(index, "cc"), "bcc": _addresses(index, "bcc"),
+        "reply_to": _addresses(index, "reply-to"),
+        "sent_at": _sent_at(_raw(index, "date")),
+        "importance": _guarded("normal", lambda: _importance(index)),
+        "in_reply_to": _guarded(None, lambda: (_message_ids(_raw(index, "in-reply-to")) or [None])[0]),
+        "references": _guarded([], lambda: _message_ids(_raw(index, "references"))),
     }
 
 
@@ -189,16 +170,17 @@ def _classify(leaves: Iterable[_Leaf], want_body: bool) -> tuple[str | None, str
     bodies: dict[str, str] = {}
     attachments = []
     for leaf in leaves:
-        ctype = _header(leaf.headers, "content-type")
-        disp = _header(leaf.headers, "content-disposition")
-        disposition = _guarded(None, lambda: disp.content_disposition) if disp is not None else None
+        index = _first(leaf.headers)
+        disp = _mime_header(index, "content-disposition")
+        ctype = None if leaf.filename else _mime_header(index, "content-type")  # only its name and charset
+        disposition = disp[0] if disp is not None else None
         filename = leaf.filename or _guarded(None, lambda: _filename(ctype, disp))
-        content_id = (_raw(leaf.headers, "content-id") or "").strip("<> \t") or None
+        content_id = (_raw(index, "content-id") or "").strip("<> \t") or None
         maintype = leaf.content_type.split("/")[0]
         if leaf.content_type in ("text/plain", "text/html") and disposition != "attachment" and not filename:
             kind = leaf.content_type[5:]
             if want_body and kind not in bodies and (data := leaf.data()) is not None:
-                charset = _guarded(None, lambda: ctype.params.get("charset")) if ctype is not None else None
+                charset = ctype[1].get("charset") if ctype is not None else None
                 bodies[kind] = decode_text(data, charset).replace("\r\n", "\n")
             continue
         if not (disposition == "attachment" or filename or content_id
@@ -212,9 +194,9 @@ def _classify(leaves: Iterable[_Leaf], want_body: bool) -> tuple[str | None, str
     return bodies.get("plain"), bodies.get("html"), attachments
 
 
-def _filename(ctype, disp) -> str | None:
+def _filename(ctype: tuple | None, disp: tuple | None) -> str | None:
     for header, param in ((disp, "filename"), (ctype, "name")):
-        value = header.params.get(param) if header is not None else None
+        value = header[1].get(param) if header is not None else None
         if value and value.strip():
             return _clean(value.strip())
     return None
@@ -260,7 +242,10 @@ def email_from_mime(raw: bytes, *, id: str, thread_id: str | None, connection_id
     `received_at`: epoch seconds, a datetime or RFC 3339 text; when None, the date of the newest
     Received header. Never raises on malformed mail: broken fields become null / [].
     """
-    msg = email.message_from_bytes(raw, policy=email_policy.default)
+    try:
+        msg = email.message_from_bytes(raw, policy=email_policy.default)
+    except Exception:  # e.g. IndexError on "Content-Type: text/plain; name*": compat32 keeps headers as text
+        msg = email.message_from_bytes(raw, policy=email_policy.compat32)
     headers = list(msg.raw_items())
     leaves = _guarded([], lambda: list(_mime_leaves(msg)))
     result = _email(_header_fields(headers), leaves, include_body, None)
@@ -269,7 +254,7 @@ def email_from_mime(raw: bytes, *, id: str, thread_id: str | None, connection_id
     if isinstance(received_at, (int, float)):
         received_at = clock.rfc3339(received_at)
     elif received_at is None:
-        received_at = _sent_at([("Date", (_raw(headers, "received") or "").rpartition(";")[2])])
+        received_at = _sent_at((_raw(_first(headers), "received") or "").rpartition(";")[2])
     result.update(id=id, thread_id=thread_id, connection_id=connection_id, provider=provider,
                   labels=list(labels), is_read=is_read, received_at=received_at)
     return result
@@ -315,7 +300,7 @@ def _gmail_filename(value: Any) -> str | None:
     if not isinstance(value, str) or not value.strip():
         return None
     if "=?" in value:
-        value = str(email_policy.default.header_fetch_parse("Subject", value))
+        value = _unstructured(value)
     return _clean(value.strip())
 
 

@@ -55,6 +55,34 @@ class AttachmentContent:
     filename: str | None
 
 
+@dataclass(frozen=True)
+class AddedMessage:
+    """A message the mailbox gained after a cursor."""
+    id: str                            # the provider's own message id
+    labels: tuple[str, ...]            # its labels when it was added (Gmail's messagesAdded carries them)
+    resume_from: str                   # a cursor from which `changes` lists this addition again
+
+
+@dataclass(frozen=True)
+class LabelChange:
+    """The net label change of one message over a `changes` window (in order: an add then a remove
+    of the same label nets to a remove)."""
+    added: frozenset[str]
+    removed: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What changed in a mailbox after a cursor, oldest first.
+
+    `cursor` is where the next `changes` starts: every change up to it is listed here (later ones
+    may be listed too and come again next time — callers are idempotent)."""
+    cursor: str
+    added: tuple[AddedMessage, ...]
+    labels: dict[str, LabelChange]     # message id → net label change
+    deleted: frozenset[str]            # message ids deleted for good
+
+
 @dataclass
 class CallStats:
     """Upstream calls and quota units spent by one adapter instance (for bench/ and logs)."""
@@ -119,3 +147,23 @@ class MailProvider(ABC):
     def get_thread(self, thread_id: str) -> dict:
         """`{id, subject, messages (oldest first, bodies included), message_count, participants,
         last_message_at, provider}` in one upstream call."""
+
+    # ---- real-time: change feed and watch ------------------------------------------------------
+    @abstractmethod
+    def changes(self, cursor: str) -> Changes:
+        """Every change after `cursor` (all pages). CursorExpiredError when the provider no longer
+        keeps changes that old (the caller resyncs). Read-only, idempotent."""
+
+    @abstractmethod
+    def recent_message_ids(self, since_epoch: float, limit: int) -> list[str]:
+        """Ids of at most `limit` messages received at or after `since_epoch`, newest first (the
+        bounded resync after an expired cursor). One list call."""
+
+    @abstractmethod
+    def watch(self, topic: str) -> dict:
+        """Start (or renew) push notifications to `topic` → `{"history_id": cursor at that moment,
+        "expires_at": epoch seconds}`. Idempotent: a repeated call replaces the watch."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop push notifications of this mailbox. Idempotent."""

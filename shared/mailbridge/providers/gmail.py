@@ -7,9 +7,9 @@ from typing import Any, Sequence
 from mailbridge import clock
 from mailbridge.config import Settings
 from mailbridge.core.parse import email_from_gmail, find_part
-from mailbridge.errors import ForbiddenError, MailbridgeError, NotFoundError
-from mailbridge.providers.base import (AccessToken, AttachmentContent, CallStats, MailProvider, Page,
-                                       SearchQuery, SentMessage)
+from mailbridge.errors import CursorExpiredError, ForbiddenError, MailbridgeError, NotFoundError
+from mailbridge.providers.base import (AccessToken, AddedMessage, AttachmentContent, CallStats, Changes,
+                                       LabelChange, MailProvider, Page, SearchQuery, SentMessage)
 from mailbridge.providers.gmail_http import GmailTransport, RetryPolicy
 from mailbridge.providers.gmail_query import to_gmail_query
 
@@ -19,6 +19,8 @@ UPLOAD_THRESHOLD = 3 * 1024 * 1024    # raw bytes; larger goes through the uploa
 MESSAGE_HEADERS = ["Subject", "From", "To", "Cc", "Bcc", "Reply-To", "Date", "Message-ID", "In-Reply-To",
                    "References", "Importance", "Priority", "X-Priority", "X-MSMail-Priority"]
 THREAD_HEADERS = ["Subject", "From", "To", "Cc", "Date"]
+HISTORY_PAGE_SIZE = 500               # Gmail's maximum: the fewest history.list calls per sync
+HISTORY_TYPES = ["messageAdded", "messageDeleted", "labelAdded", "labelRemoved"]
 
 __all__ = ["FULL_SCOPE", "GmailProvider", "RetryPolicy"]
 
@@ -34,7 +36,8 @@ class GmailProvider(MailProvider):
     send 1 (JSON `raw` up to UPLOAD_THRESHOLD, else the upload endpoint), search 2 (list + one
     batch of gets; 1 when the page is empty), get_message 1, get_messages 1 per 50 ids, get_raw 1,
     get_attachment 2 (1 when the part's data is inline), modify 2 (modify + a metadata get: Gmail's
-    modify answers only ids and labels), trash 1, delete 1, list_threads 2, get_thread 1.
+    modify answers only ids and labels), trash 1, delete 1, list_threads 2, get_thread 1,
+    changes 1 per HISTORY_PAGE_SIZE history records, recent_message_ids 1, watch 1, stop 1.
     Bodies: include_body=False reads `format=metadata` (headers only, so `attachments` and
     `has_attachments` are null); include_body=True reads `format=full`.
     `scopes` are the connection's granted scopes (permanent delete needs FULL_SCOPE).
@@ -188,6 +191,38 @@ class GmailProvider(MailProvider):
                 "message_count": len(emails), "participants": _participants(emails),
                 "last_message_at": _last_at(messages), "provider": self.provider}
 
+    # ---- real-time ---------------------------------------------------------------------------
+    def changes(self, cursor: str) -> Changes:
+        """history.list from `cursor` until no nextPageToken; 404 → CursorExpiredError."""
+        pages, token = [], None
+        while True:
+            try:
+                page = self._gmail.call(lambda: self._gmail.api.history.list(
+                    userId="me", startHistoryId=cursor, historyTypes=HISTORY_TYPES,
+                    maxResults=HISTORY_PAGE_SIZE, pageToken=token), what="history")
+            except NotFoundError:
+                raise CursorExpiredError("Gmail no longer keeps history that old; a resync is needed") from None
+            pages.append(page)
+            token = page.get("nextPageToken")
+            if not token:
+                return _changes(cursor, pages)
+
+    def recent_message_ids(self, since_epoch: float, limit: int) -> list[str]:
+        """messages.list `after:<epoch>` (spam and trash left out), newest first, one call (≤ 500)."""
+        listing = self._gmail.call(lambda: self._gmail.api.messages.list(
+            userId="me", q=f"after:{max(0, int(since_epoch))}", maxResults=max(1, min(limit, 500))))
+        return [m["id"] for m in listing.get("messages") or []][:limit]
+
+    def watch(self, topic: str) -> dict:
+        """users.watch on every label (label changes notify too) → `{"history_id", "expires_at"}`
+        (epoch seconds; Gmail answers `{"historyId": "1234", "expiration": "<epoch ms>"}`)."""
+        body = self._gmail.call(lambda: self._gmail.api.users.watch(userId="me", body={"topicName": topic}),
+                                what="watch")
+        return {"history_id": str(body["historyId"]), "expires_at": int(body["expiration"]) / 1000}
+
+    def stop(self) -> None:
+        self._gmail.call(lambda: self._gmail.api.users.stop(userId="me"), what="watch")
+
     def _summary(self, thread: dict) -> dict:
         """A threads.get (format metadata) → API.md's thread summary."""
         messages = _oldest_first(thread.get("messages") or [])
@@ -198,6 +233,48 @@ class GmailProvider(MailProvider):
                 "snippet": emails[-1]["snippet"] if emails else None,
                 "participants": _participants(emails), "message_count": len(emails),
                 "last_message_at": _last_at(messages), "is_unread": "UNREAD" in labels, "labels": labels}
+
+
+def _changes(start: str, pages: list[dict]) -> Changes:
+    """history.list pages → Changes. A page (ids shortened)::
+
+        {"history": [{"id": "1201", "messages": [{"id": "18c1", "threadId": "18c1"}],
+                      "messagesAdded": [{"message": {"id": "18c1", "threadId": "18c1", "labelIds": ["INBOX"]}}],
+                      "labelsRemoved": [{"message": {"id": "18b0", ...}, "labelIds": ["UNREAD"]}]}],
+         "nextPageToken": "…", "historyId": "1207"}
+
+    The new cursor is the larger of the first page's historyId and the last record's id: every
+    record up to it was on one of the pages (they list records in order)."""
+    added: dict[str, AddedMessage] = {}
+    labels: dict[str, tuple[set, set]] = {}
+    deleted: set[str] = set()
+    previous, last = str(start), 0
+    for page in pages:
+        for record in page.get("history") or []:
+            for item in record.get("messagesAdded") or []:
+                message = item.get("message") or {}
+                if message.get("id") and message["id"] not in added:
+                    added[message["id"]] = AddedMessage(message["id"], tuple(message.get("labelIds") or ()),
+                                                        previous)
+            for kind, adding in (("labelsAdded", True), ("labelsRemoved", False)):
+                for item in record.get(kind) or []:
+                    plus, minus = labels.setdefault((item.get("message") or {}).get("id"), (set(), set()))
+                    for label in item.get("labelIds") or []:
+                        (plus if adding else minus).add(label)
+                        (minus if adding else plus).discard(label)
+            deleted.update(m["message"]["id"] for m in record.get("messagesDeleted") or [] if m.get("message"))
+            previous, last = str(record.get("id") or previous), max(last, _int(record.get("id")))
+    cursor = max(_int(pages[0].get("historyId")), last, _int(start)) if pages else _int(start)
+    return Changes(cursor=str(cursor), added=tuple(added.values()),
+                   labels={k: LabelChange(frozenset(a), frozenset(r)) for k, (a, r) in labels.items() if k},
+                   deleted=frozenset(deleted))
+
+
+def _int(value) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _internal_ms(message: dict) -> int:

@@ -61,6 +61,7 @@ class _Resources:
         self.messages = self.users.messages()
         self.attachments = self.messages.attachments()
         self.threads = self.users.threads()
+        self.history = self.users.history()
 
 
 def _service(endpoint: str) -> _Resources:
