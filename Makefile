@@ -15,7 +15,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt infra/requirements.txt
 install: $(VENV)/.installed
 
 dev: install
-	$(PY) dev/stack.py
+	$(PY) -m dev.stack
 
 test: install
 	$(PY) -m pytest -q tests infra/tests

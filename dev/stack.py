@@ -1,9 +1,11 @@
-"""`make dev`: the local stack on the embedded default (SQLite store, inline bus, env secrets), with the
-Google sign-in + Gmail emulator from dev/google_emulator in a process of its own, so a person can
-connect the emulated mailbox, send and read without any Google account.
+"""`make dev` (`python -m dev.stack`): the local stack on the embedded default (SQLite store, inline bus, env secrets), with the
+Google sign-in + Gmail emulator (dev/google_emulator) in a process of its own and a webhook receiver, so
+a person can connect the emulated mailbox, send, read, and watch a webhook fire — offline, without any
+Google account.
 
 On the first run it writes .mailbridge/dev.env with a fresh admin key and token-encryption key, so the
-local stack has stable secrets without any cloud. Variables already set in the environment win.
+local stack keeps stable secrets. Variables already set in the environment win. Ports: PORT (8080),
+GOOGLE_EMULATOR_PORT (8090), WEBHOOK_RECEIVER_PORT (8091); state folder: MAILBRIDGE_DEV_DIR (.mailbridge).
 """
 from __future__ import annotations
 
@@ -18,17 +20,18 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STATE = ROOT / ".mailbridge"
+STATE = Path(os.environ.get("MAILBRIDGE_DEV_DIR", ROOT / ".mailbridge"))
 ENV_FILE = STATE / "dev.env"
 PORT = int(os.environ.get("PORT", "8080"))
 GOOGLE_PORT = int(os.environ.get("GOOGLE_EMULATOR_PORT", "8090"))
+RECEIVER_PORT = int(os.environ.get("WEBHOOK_RECEIVER_PORT", "8091"))
 DEV_ACCOUNT = os.environ.get("DEV_ACCOUNT", "you@example.com")
 DEV_CLIENT_ID, DEV_CLIENT_SECRET = "mailbridge-dev", "dev-client-secret"
 
 
 def load_or_create_dev_env() -> dict[str, str]:
-    """Read .mailbridge/dev.env, creating it with new secrets on the first run (mode 0600)."""
-    STATE.mkdir(exist_ok=True)
+    """Read dev.env, creating it with new secrets on the first run (mode 0600)."""
+    STATE.mkdir(parents=True, exist_ok=True)
     if not ENV_FILE.exists():
         ENV_FILE.write_text(
             f"MAILBRIDGE_ADMIN_KEY=mbk_{secrets.token_urlsafe(32)}\n"
@@ -39,10 +42,13 @@ def load_or_create_dev_env() -> dict[str, str]:
 
 
 def start_google_emulator() -> subprocess.Popen:
-    """The Google emulator in its own process group (stopped with the stack), asking for consent."""
+    """The Google emulator in its own process group; its watch notifications are pushed to our
+    /push/gmail as a Pub/Sub push subscription would."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "dev.google_emulator", "--port", str(GOOGLE_PORT),
-         "--client-id", DEV_CLIENT_ID, "--client-secret", DEV_CLIENT_SECRET, "--account", DEV_ACCOUNT],
+         "--client-id", DEV_CLIENT_ID, "--client-secret", DEV_CLIENT_SECRET, "--account", DEV_ACCOUNT,
+         "--decision", os.environ.get("GOOGLE_EMULATOR_DECISION", "ask"),
+         "--push-endpoint", f"http://127.0.0.1:{PORT}/push/gmail"],
         cwd=ROOT, start_new_session=True)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -56,45 +62,57 @@ def start_google_emulator() -> subprocess.Popen:
     raise SystemExit("the Google emulator did not answer within 20 s")
 
 
-def point_at_google_emulator() -> None:
-    base = f"http://127.0.0.1:{GOOGLE_PORT}"
-    os.environ.setdefault("GOOGLE_AUTH_URL", base + "/o/oauth2/v2/auth")
-    os.environ.setdefault("GOOGLE_TOKEN_URL", base + "/token")
-    os.environ.setdefault("GOOGLE_REVOKE_URL", base + "/revoke")
-    os.environ.setdefault("GMAIL_API_ENDPOINT", base)
-    os.environ.setdefault("GOOGLE_CLIENT_ID", DEV_CLIENT_ID)
-    os.environ.setdefault("GOOGLE_CLIENT_SECRET", DEV_CLIENT_SECRET)
+def configure_environment() -> None:
+    """The embedded default, pointed at the local emulators. Local development only: push auth off and
+    private webhook URLs allowed."""
+    for key, value in load_or_create_dev_env().items():
+        os.environ.setdefault(key, value)
+    google = f"http://127.0.0.1:{GOOGLE_PORT}"
+    defaults = {
+        "MAILBRIDGE_STORE": f"sqlite:///{STATE / 'local.db'}", "MAILBRIDGE_BUS": "inline",
+        "MAILBRIDGE_SECRETS": "env", "PUBLIC_BASE_URL": f"http://localhost:{PORT}",
+        "GOOGLE_AUTH_URL": google + "/o/oauth2/v2/auth", "GOOGLE_TOKEN_URL": google + "/token",
+        "GOOGLE_REVOKE_URL": google + "/revoke", "GMAIL_API_ENDPOINT": google,
+        "GOOGLE_CLIENT_ID": DEV_CLIENT_ID, "GOOGLE_CLIENT_SECRET": DEV_CLIENT_SECRET,
+        "GMAIL_PUBSUB_TOPIC": "projects/mailbridge-dev/topics/gmail-notifications",
+        "MAILBRIDGE_PUSH_AUTH": "off", "MAILBRIDGE_ALLOW_PRIVATE_WEBHOOKS": "1",
+    }
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+
+
+def instructions() -> str:
+    api, env_file = f"http://localhost:{PORT}", ENV_FILE
+    auth = '-H "Authorization: Bearer $KEY" -H "Content-Type: application/json"'
+    return f"""
+mailbridge local stack: {api}   store {os.environ['MAILBRIDGE_STORE']}
+Google emulator: http://127.0.0.1:{GOOGLE_PORT}   webhook receiver: http://127.0.0.1:{RECEIVER_PORT}
+
+1. An API key (shown once), from another terminal (same store):
+     KEY=$(.venv/bin/mailbridge keys create --tenant acme --name dev | python3 -c 'import json,sys;print(json.load(sys.stdin)["key"])')
+   (or POST {api}/v1/api-keys with the admin key kept in {env_file})
+2. Connect the emulated Gmail mailbox {DEV_ACCOUNT}:
+     curl -s -X POST {api}/v1/connect {auth} -d '{{"provider": "google", "user_id": "u_1", "redirect_url": "{api}/healthz"}}'
+   open the "url" it answers in a browser and press Approve.
+3. A webhook that prints here:
+     curl -s -X POST {api}/v1/webhooks {auth} -d '{{"url": "http://127.0.0.1:{RECEIVER_PORT}/hook"}}'
+4. Mail arriving in the mailbox fires it ("webhook received: email.received …" below):
+     curl -s -X POST http://127.0.0.1:{GOOGLE_PORT}/emulator/accounts/{DEV_ACCOUNT}/deliver -H 'Content-Type: message/rfc822' \\
+          --data-binary $'From: Ann <ann@example.org>\\r\\nTo: {DEV_ACCOUNT}\\r\\nSubject: Hello\\r\\n\\r\\nHi!\\r\\n'
+5. Send and read:
+     curl -s -X POST {api}/v1/send {auth} -d '{{"from": "{DEV_ACCOUNT}", "to": ["ann@example.org"], "subject": "Hi", "text": "World"}}'
+     curl -s "{api}/v1/messages?include_body=true" -H "Authorization: Bearer $KEY"
+"""
 
 
 def main() -> int:
-    for key, value in load_or_create_dev_env().items():
-        os.environ.setdefault(key, value)
+    configure_environment()
     emulator = start_google_emulator()
-    point_at_google_emulator()
-    os.environ.setdefault("MAILBRIDGE_STORE", f"sqlite:///{STATE / 'local.db'}")
-    os.environ.setdefault("MAILBRIDGE_BUS", "inline")
-    os.environ.setdefault("MAILBRIDGE_SECRETS", "env")
-    os.environ.setdefault("PUBLIC_BASE_URL", f"http://localhost:{PORT}")
-    print(f"""
-mailbridge local stack: http://localhost:{PORT}  (store {os.environ['MAILBRIDGE_STORE']})
-
-Get an API key (shown once), in another terminal:
-  .venv/bin/mailbridge keys create --tenant acme --name dev        # reads the same store
-or over HTTP with the admin key kept in {ENV_FILE.relative_to(ROOT)}:
-  curl -s -X POST http://localhost:{PORT}/v1/api-keys -H "Authorization: Bearer $(grep ADMIN {ENV_FILE.relative_to(ROOT)} | cut -d= -f2)" \\
-       -H 'Content-Type: application/json' -d '{{"name": "dev", "tenant_id": "acme"}}'
-Then: curl -s http://localhost:{PORT}/v1/api-keys -H "Authorization: Bearer mbk_…"
-
-Connect the emulated Gmail mailbox {DEV_ACCOUNT} (Google emulator on http://127.0.0.1:{GOOGLE_PORT}):
-  curl -s -X POST http://localhost:{PORT}/v1/connect -H "Authorization: Bearer mbk_…" -H 'Content-Type: application/json' \
-       -d '{{"provider": "google", "user_id": "u_1", "redirect_url": "http://localhost:{PORT}/healthz"}}'
-  open the "url" it answers in a browser and press Approve; then send and read:
-  curl -s -X POST http://localhost:{PORT}/v1/send -H "Authorization: Bearer mbk_…" -H 'Content-Type: application/json' \
-       -d '{{"from": "{DEV_ACCOUNT}", "to": ["{DEV_ACCOUNT}"], "subject": "Hello", "text": "World"}}'
-  curl -s "http://localhost:{PORT}/v1/messages?include_body=true" -H "Authorization: Bearer mbk_…"
-""", flush=True)
-    from mailbridge.cli import main as cli_main
     try:
+        from dev.webhook_receiver import serve_in_thread
+        serve_in_thread(RECEIVER_PORT)
+        print(instructions(), flush=True)
+        from mailbridge.cli import main as cli_main
         return cli_main(["serve", "--port", str(PORT), "--host", "127.0.0.1"])
     finally:
         os.killpg(emulator.pid, signal.SIGTERM)

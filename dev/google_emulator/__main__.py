@@ -6,6 +6,7 @@ import argparse
 from werkzeug.serving import make_server
 
 from .app import QuietRequestHandler, create_app
+from .notify import push_endpoint_publisher
 from .state import EmulatorState
 
 
@@ -20,9 +21,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="accept only these redirect URIs (repeatable; default: any)")
     parser.add_argument("--account", action="append", default=[], help="mailbox address (repeatable)")
     parser.add_argument("--decision", choices=("ask", "approve", "deny"), default="ask")
+    parser.add_argument("--push-endpoint", default=None,
+                        help="deliver watch notifications as Pub/Sub push envelopes straight to this URL")
     args = parser.parse_args(argv)
 
     state = EmulatorState(oauth_decision=args.decision)
+    if args.push_endpoint:
+        state.publisher = push_endpoint_publisher(args.push_endpoint)
     state.add_client(args.client_id, args.client_secret, args.redirect_uri)
     for address in args.account or ["me@example.com"]:
         state.add_account(address)

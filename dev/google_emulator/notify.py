@@ -25,6 +25,19 @@ def pubsub_rest_publisher(host: str) -> Publisher:
     return publish
 
 
+def push_endpoint_publisher(url: str) -> Publisher:
+    """Act as a Pub/Sub push subscription: POST the push envelope straight to `url` (for `make dev`,
+    where no Pub/Sub runs; mailbridge then needs MAILBRIDGE_PUSH_AUTH=off)."""
+    def publish(topic: str, payload: dict) -> None:
+        import requests
+        data = base64.b64encode(json.dumps(payload).encode()).decode()
+        message = {"data": data, "attributes": {}, "messageId": str(time.time_ns()),
+                   "publishTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        resp = requests.post(url, json={"message": message, "subscription": topic + "-push"}, timeout=30)
+        resp.raise_for_status()
+    return publish
+
+
 class Notifier:
     """Coalesces changes per mailbox and publishes from one background thread.
 

@@ -13,9 +13,13 @@ def _serve(args: argparse.Namespace) -> int:
     from werkzeug.serving import run_simple
 
     from mailbridge.api.app import create_app
+    from mailbridge.runtime import default_runtime
     app = create_app()
     print(f"mailbridge serving every function on http://{args.host}:{args.port}", flush=True)
-    run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
+    try:
+        run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
+    finally:
+        default_runtime().bus.drain(5)  # let queued webhook deliveries finish
     return 0
 
 
