@@ -138,10 +138,10 @@ def _certs_request(settings: Settings) -> CachingRequest:
     key = settings.ca_bundle
     transport = _requests.get(key)
     if transport is None:
-        # The sign-in module's session and CA handling (timeout, bundle beside the system roots).
-        from mailbridge.providers.google_auth import _session, _TimedRequest, _verify
+        from mailbridge import upstream
         with _lock:
             transport = _requests.get(key)
             if transport is None:
-                transport = _requests[key] = CachingRequest(_TimedRequest(_session(settings), _verify(settings)))
+                transport = _requests[key] = CachingRequest(
+                    upstream.TimedRequest(upstream.session(settings), upstream.verify(settings)))
     return transport

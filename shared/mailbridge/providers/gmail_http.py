@@ -4,9 +4,7 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import secrets
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -35,7 +33,6 @@ _TRANSPORT = (OSError, HTTPException, httplib2.HttpLib2Error, BatchError)
 
 _lock = threading.Lock()
 _services: dict[str, "_Resources"] = {}  # endpoint → the discovery service's resources, once per process
-_bundles: dict[str, str] = {}         # MAILBRIDGE_CA_BUNDLE → combined PEM path
 _local = threading.local()            # httplib2.Http is not thread-safe: one per thread
 
 
@@ -78,20 +75,12 @@ def _service(endpoint: str) -> _Resources:
 
 
 def _combined_bundle(extra: str) -> str:
-    """A PEM file of httplib2's default roots plus `extra` (httplib2 takes one file), made once."""
-    with _lock:
-        if extra not in _bundles:
-            from httplib2 import certs  # HTTPLIB2_CA_CERTS, else certifi/system roots
-            try:
-                with open(certs.where(), "rb") as base, open(extra, "rb") as own:
-                    pem = base.read() + b"\n" + own.read()
-            except OSError as exc:
-                raise MailbridgeError("MAILBRIDGE_CA_BUNDLE cannot be read") from exc
-            fd, path = tempfile.mkstemp(prefix="mailbridge-ca-", suffix=".pem")
-            with os.fdopen(fd, "wb") as out:
-                out.write(pem)
-            _bundles[extra] = path
-        return _bundles[extra]
+    """The system roots plus `extra` in one file (httplib2 takes one), made once per instance."""
+    from mailbridge import upstream
+    try:
+        return upstream.combined_ca_bundle(extra)
+    except OSError as exc:
+        raise MailbridgeError("MAILBRIDGE_CA_BUNDLE cannot be read") from exc
 
 
 def _http(ca_bundle: str | None) -> httplib2.Http:

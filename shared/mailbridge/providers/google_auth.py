@@ -13,26 +13,21 @@ system's roots. One requests.Session per instance and CA bundle, built on first 
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
-import threading
 from dataclasses import dataclass
 from datetime import timezone
 from urllib.parse import urlencode
 
 import requests
 from google.auth import exceptions as gexc
-from google.auth.transport.requests import Request
 from google.oauth2.credentials import Credentials
 
-from mailbridge import clock
+from mailbridge import clock, upstream
 from mailbridge.config import Settings
 from mailbridge.errors import ProviderError, ProviderUnavailableError, ReauthRequiredError
 
 log = logging.getLogger("mailbridge.google_auth")
 
 CALLBACK_PATH = "/oauth/callback/google"
-TIMEOUT = (5.0, 15.0)                 # (connect, read) seconds for every call to Google sign-in
 DEFAULT_LIFETIME = 3600               # when Google leaves out expires_in (it never does in practice)
 
 
@@ -82,8 +77,8 @@ def exchange_code(settings: Settings, client_secret: str, code: str, code_verifi
             "redirect_uri": redirect_uri, "client_id": settings.google_client_id,
             "client_secret": client_secret}
     try:
-        resp = _session(settings).post(settings.google_token_url, data=form, timeout=TIMEOUT,
-                                       verify=_verify(settings))
+        resp = upstream.session(settings).post(settings.google_token_url, data=form, timeout=upstream.TIMEOUT,
+                                       verify=upstream.verify(settings))
     except requests.RequestException as exc:
         raise ProviderUnavailableError("Google sign-in did not answer in time", retry_after=5) from exc
     data = _json(resp)
@@ -106,7 +101,7 @@ def refresh(settings: Settings, client_secret: str, refresh_token: str) -> Token
     creds = Credentials(token=None, refresh_token=refresh_token, token_uri=settings.google_token_url,
                         client_id=settings.google_client_id, client_secret=client_secret)
     try:
-        creds.refresh(_TimedRequest(_session(settings), _verify(settings)))
+        creds.refresh(upstream.TimedRequest(upstream.session(settings), upstream.verify(settings)))
     except gexc.RefreshError as exc:
         data = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], dict) else {}
         if getattr(exc, "retryable", False):
@@ -124,8 +119,8 @@ def revoke(settings: Settings, token: str) -> None:
     """Revoke a grant (a refresh or access token revokes the whole grant). Idempotent: a token Google
     no longer knows (already revoked, expired) counts as revoked."""
     try:
-        resp = _session(settings).post(settings.google_revoke_url, data={"token": token}, timeout=TIMEOUT,
-                                       verify=_verify(settings))
+        resp = upstream.session(settings).post(settings.google_revoke_url, data={"token": token}, timeout=upstream.TIMEOUT,
+                                       verify=upstream.verify(settings))
     except requests.RequestException as exc:
         raise ProviderUnavailableError("Google sign-in did not answer in time", retry_after=5) from exc
     if resp.status_code == 200:
@@ -174,66 +169,3 @@ def _expires_at(expires_in) -> float:
     except (TypeError, ValueError):
         seconds = DEFAULT_LIFETIME
     return clock.now() + seconds
-
-
-# ---- transport ----------------------------------------------------------------------------
-
-class _TimedRequest(Request):
-    """google-auth's requests transport with our timeout and CA bundle on every call (it passes
-    neither itself: its default timeout is 120 s, and REQUESTS_CA_BUNDLE would override a session's)."""
-
-    def __init__(self, session: requests.Session, verify: str | bool):
-        super().__init__(session)
-        self._verify = verify
-
-    def __call__(self, url, method="GET", body=None, headers=None, timeout=None, **kwargs):
-        kwargs.setdefault("verify", self._verify)
-        return super().__call__(url, method=method, body=body, headers=headers,
-                                timeout=timeout or TIMEOUT, **kwargs)
-
-
-_lock = threading.Lock()
-_sessions: dict[str | None, requests.Session] = {}
-_bundles: dict[str, str] = {}
-
-
-def _session(settings: Settings) -> requests.Session:
-    """One pooled session per instance (and CA bundle): connections to Google are reused."""
-    key = settings.ca_bundle
-    session = _sessions.get(key)
-    if session is None:
-        with _lock:
-            session = _sessions.get(key)
-            if session is None:
-                session = _sessions[key] = requests.Session()
-    return session
-
-
-def _verify(settings: Settings) -> str | bool:
-    """What requests should trust: the default roots, or those plus MAILBRIDGE_CA_BUNDLE (one combined
-    file, written once per instance: requests takes a single bundle path)."""
-    extra = settings.ca_bundle
-    if not extra:
-        return True
-    combined = _bundles.get(extra)
-    if combined is None:
-        with _lock:
-            combined = _bundles.get(extra)
-            if combined is None:
-                combined = _bundles[extra] = _combine(extra)
-    return combined
-
-
-def _combine(extra: str) -> str:
-    import certifi  # requests' own roots; imported only when a bundle is configured
-    system = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE") or certifi.where()
-    if not os.path.isfile(system):
-        system = certifi.where()
-    parts = []
-    for path in (system, extra):
-        with open(path, "rb") as fh:
-            parts.append(fh.read().strip() + b"\n")
-    fd, path = tempfile.mkstemp(prefix="mailbridge-ca-", suffix=".pem")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(b"".join(parts))
-    return path
