@@ -24,14 +24,17 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _timed(call, requests: int) -> list[float]:
+def _timed_pair(first, second, requests: int) -> tuple[list[float], list[float]]:
+    """Time two calls alternately (after a warm-up), so that drift in the backend (the Firestore
+    emulator's JIT and GC) weighs on both the same."""
     for _ in range(20):
-        call()
-    samples = []
+        first(), second()
+    samples: tuple[list[float], list[float]] = ([], [])
     for _ in range(requests):
-        start = time.perf_counter()
-        call()
-        samples.append((time.perf_counter() - start) * 1000)
+        for call, out in ((first, samples[0]), (second, samples[1])):
+            start = time.perf_counter()
+            call()
+            out.append((time.perf_counter() - start) * 1000)
     return samples
 
 
@@ -53,7 +56,7 @@ def measure(store, requests: int) -> dict[str, float]:
         store.increment(RATE_LIMITS, "direct:h", "count", 1, expires_at=time.time() + 3700)
         store.query(API_KEYS, [("tenant_id", "==", "bench")], order_by="created_ts")
 
-    stack, plain = _timed(through_stack, requests), _timed(direct, requests)
+    stack, plain = _timed_pair(through_stack, direct, requests)
     return {"stack_p50": percentile(stack, 0.5), "stack_p99": percentile(stack, 0.99),
             "direct_p50": percentile(plain, 0.5), "direct_p99": percentile(plain, 0.99)}
 
