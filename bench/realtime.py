@@ -25,14 +25,12 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from email.message import EmailMessage
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 from urllib.request import HTTPRedirectHandler, build_opener
 
 import requests
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request as WsgiRequest
 
 from dev.google_emulator import EmulatorState, run_in_thread
@@ -45,6 +43,7 @@ from mailbridge.core.permissions import Permissions, RateLimit
 from mailbridge.runtime import Runtime
 from mailbridge.secrets.env import EnvSecretStore
 from mailbridge.store.sqlite import SqliteStore
+from tests.servers import serve
 
 CLIENT_ID, CLIENT_SECRET = "bench-client", "bench-secret"
 PUBLIC = "http://127.0.0.1:8080"
@@ -78,18 +77,6 @@ class Receiver:
     def wait(self, subjects: list[str], timeout: float = 30.0) -> bool:
         with self.cond:
             return self.cond.wait_for(lambda: all(s in self.arrivals for s in subjects), timeout)
-
-
-@contextmanager
-def serve(app):
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(5)
 
 
 def _mail(address: str, subject: str) -> bytes:

@@ -15,12 +15,10 @@ import dataclasses
 import json
 import threading
 import time
-from contextlib import contextmanager
 from email.message import EmailMessage
 
 import pytest
 from standardwebhooks import Webhook
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request as WsgiRequest
 
 from mailbridge.api.app import create_app
@@ -33,6 +31,7 @@ from mailbridge.store.base import EVENTS
 from tests import emulators
 from tests.integration.gmail_stack import *  # noqa: F401,F403  (the Gmail emulator fixtures)
 from tests.integration.gmail_stack import ACCOUNT, ADMIN_KEY, CLIENT_SECRET, ENCRYPTION_KEY
+from tests.servers import serve
 
 pytestmark = pytest.mark.pubsub
 
@@ -68,18 +67,6 @@ class Receiver:
         with self.lock:
             return self.changed.wait_for(
                 lambda: sum(1 for *_, s in self.requests if 200 <= s < 300) >= count, timeout)
-
-
-@contextmanager
-def serve(app):
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(5)
 
 
 @pytest.fixture

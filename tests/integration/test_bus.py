@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+from contextlib import contextmanager
 import threading
 import time
-from contextlib import contextmanager
 
 import pytest
 from flask import Response, request
-from werkzeug.serving import make_server
 
 from mailbridge.api.app import create_app
 from mailbridge.api.functions import FUNCTIONS
@@ -27,6 +26,7 @@ from mailbridge.runtime import Runtime
 from mailbridge.secrets.env import EnvSecretStore
 from mailbridge.store.sqlite import SqliteStore
 from tests import emulators
+from tests.servers import serve
 
 BASE = 0.05          # MAILBRIDGE_RETRY_BASE_SECONDS in these tests
 WAIT = 20.0          # an upper bound on waiting for background work, never a measured expectation
@@ -212,19 +212,6 @@ def test_open_bus_refuses_unknown_kind_and_pubsub_without_project():
 # ---- the Pub/Sub bus on the emulator -------------------------------------------------------------
 
 pubsub = pytest.mark.pubsub
-
-
-@contextmanager
-def serve(app):
-    """The WSGI app on 127.0.0.1 in a thread; yields its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(5)
 
 
 @pytest.fixture

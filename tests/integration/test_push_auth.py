@@ -4,9 +4,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
-import threading
 import time
-from contextlib import contextmanager
 
 import pytest
 from cryptography import x509
@@ -15,7 +13,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from flask import Response, request
 from google.auth import crypt, jwt
-from werkzeug.serving import make_server
 
 from mailbridge.api.app import create_app
 from mailbridge.api.context import EXTENSION
@@ -25,6 +22,7 @@ from mailbridge.config import Settings
 from mailbridge.runtime import Runtime
 from mailbridge.secrets.env import EnvSecretStore
 from mailbridge.store.sqlite import SqliteStore
+from tests.servers import serve as _serve
 
 AUDIENCE = "https://mailbridge.example.test/push/gmail"
 PUSH_ACCOUNT = "push@mailbridge-test.iam.gserviceaccount.com"
@@ -42,18 +40,6 @@ def _key_and_cert(common_name: str) -> tuple[bytes, str]:
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     return pem, cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
-@contextmanager
-def _serve(wsgi_app):
-    server = make_server("127.0.0.1", 0, wsgi_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(5)
 
 
 class CertsEndpoint:
