@@ -16,7 +16,7 @@ from mailbridge import clock
 from mailbridge.api.app import create_app
 from mailbridge.core.events import recorded_events
 from mailbridge.bus.inline import InlineBus
-from mailbridge.config import Settings
+from mailbridge.config import DEFAULT_GOOGLE_SCOPES, Settings
 from mailbridge.core.connections import connection_id_for
 from mailbridge.runtime import Runtime
 from mailbridge.secrets.env import EnvSecretStore
@@ -147,7 +147,7 @@ def grant_refresh_token(google: Google, account: str = MAILBOX) -> str:
     verifier = pysecrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
     query = urlencode({"client_id": CLIENT_ID, "redirect_uri": CALLBACK, "response_type": "code",
-                       "scope": "https://www.googleapis.com/auth/gmail.modify", "access_type": "offline",
+                       "scope": DEFAULT_GOOGLE_SCOPES, "access_type": "offline",
                        "code_challenge": challenge, "code_challenge_method": "S256", "state": "x"})
     code = parse_qs(urlsplit(consent(f"{google.base_url}/o/oauth2/v2/auth?{query}")).query)["code"][0]
     resp = requests.post(google.base_url + "/token", timeout=10, data={
@@ -167,7 +167,7 @@ def test_connect_round_trip_redirects_success_and_stores_tokens_encrypted(client
     assert started["url"].startswith(google.base_url + "/o/oauth2/v2/auth?")
     assert query["access_type"] == ["offline"] and query["code_challenge_method"] == ["S256"]
     assert query["redirect_uri"] == [CALLBACK] and query["state"] == [started["state"]]
-    assert query["scope"] == ["https://www.googleapis.com/auth/gmail.modify"]
+    assert query["scope"] == [DEFAULT_GOOGLE_SCOPES]
     assert query["login_hint"] == [MAILBOX] and query["prompt"] == ["consent"]
     assert clock.parse_rfc3339(started["expires_at"]) - clock.now() > 590
 
@@ -272,7 +272,7 @@ def test_a_withheld_scope_redirects_access_denied(client, runtime, google):
     location = consent(start_connect(client, headers)["url"])
     # The grant covers what was asked; the deployment now needs one scope more than the user gave.
     runtime.settings = google_settings(google.base_url, google_scopes=(
-        "https://www.googleapis.com/auth/gmail.modify", "https://mail.google.com/"))
+        DEFAULT_GOOGLE_SCOPES, "https://mail.google.com/"))
     result = outcome(callback(client, location))
     assert result == {"from": "mb", "status": "error", "error": "access_denied"}
     assert runtime.store.query(CONNECTIONS) == []

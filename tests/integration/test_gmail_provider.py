@@ -19,7 +19,7 @@ import requests
 from werkzeug.serving import make_server
 
 from dev.google_emulator import EmulatorState, create_app, run_in_thread
-from mailbridge.config import Settings
+from mailbridge.config import DEFAULT_GOOGLE_SCOPES, Settings
 from mailbridge.errors import (ForbiddenError, InvalidRequestError, NotFoundError, PayloadTooLargeError,
                                ProviderUnavailableError, ReauthRequiredError)
 from mailbridge.providers.base import SearchQuery
@@ -27,7 +27,7 @@ from mailbridge.providers.gmail import FULL_SCOPE, GmailProvider, RetryPolicy
 
 ACCOUNT = "me@example.com"
 CLIENT_ID, CLIENT_SECRET = "test-client", "test-secret"
-MODIFY_SCOPE = "https://www.googleapis.com/auth/gmail.modify"
+MODIFY_SCOPE = DEFAULT_GOOGLE_SCOPES
 REDIRECT = "http://127.0.0.1/cb"
 T0 = 1_700_000_000  # epoch seconds of the first delivered message
 

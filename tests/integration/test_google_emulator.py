@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from mailbridge.config import DEFAULT_GOOGLE_SCOPES
 from google.auth.exceptions import RefreshError
 from google.auth.transport.requests import Request
 from google.oauth2.credentials import Credentials
@@ -32,7 +33,7 @@ from dev.google_emulator.notify import pubsub_rest_publisher
 
 CLIENT_ID, CLIENT_SECRET = "client-123.apps.example", "s3cret-value"
 ME, OTHER = "me@example.com", "other@example.com"
-MODIFY = "https://www.googleapis.com/auth/gmail.modify"
+MODIFY = DEFAULT_GOOGLE_SCOPES
 FULL = "https://mail.google.com/"
 REDIRECT = "http://127.0.0.1:9/oauth/callback/google"
 

@@ -21,6 +21,7 @@ from mailbridge.errors import ConflictError, ProviderError, ProviderUnavailableE
 from mailbridge.providers import google_auth
 from mailbridge.providers.gmail import GmailProvider
 from mailbridge.store.base import CONNECTIONS, LEASES
+from mailbridge.config import DEFAULT_GOOGLE_SCOPES
 
 from .test_connect import (CLIENT_ID, CLIENT_SECRET, MAILBOX, _google_server, client, connect_mailbox,  # noqa: F401
                            events, google, google_settings, grant_refresh_token, runtime, tenant_key)
@@ -133,7 +134,7 @@ def test_gmail_401_refreshes_through_the_token_callable(runtime, google, connect
     before = google.calls()
     adapter = provider_for(runtime, runtime.store.get(CONNECTIONS, conn_id))
     assert isinstance(adapter, GmailProvider) and adapter.connection_id == conn_id
-    assert adapter.scopes == ("https://www.googleapis.com/auth/gmail.modify",)
+    assert adapter.scopes == (DEFAULT_GOOGLE_SCOPES,)
     assert adapter.profile()["email"] == MAILBOX
     assert google.calls() == before + 1
 

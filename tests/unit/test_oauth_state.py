@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from mailbridge.config import Settings
+from mailbridge.config import DEFAULT_GOOGLE_SCOPES, Settings
 from mailbridge.core import oauth_state
 from mailbridge.providers import google_auth
 
@@ -61,13 +61,13 @@ def test_pkce_challenge_matches_rfc_7636_appendix_b():
 def test_consent_url_asks_for_offline_consent_with_pkce():
     settings = Settings(google_client_id="cid", public_base_url="https://mb.example.org",
                         google_auth_url="http://127.0.0.1:9/o/oauth2/v2/auth",
-                        google_scopes=("https://www.googleapis.com/auth/gmail.modify", "https://mail.google.com/"))
+                        google_scopes=(DEFAULT_GOOGLE_SCOPES, "https://mail.google.com/"))
     url = google_auth.authorization_url(settings, "st", "ch" * 21 + "c", login_hint=None)
     assert url.startswith("http://127.0.0.1:9/o/oauth2/v2/auth?")
     query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
     assert query == {"client_id": "cid", "redirect_uri": "https://mb.example.org/oauth/callback/google",
                      "response_type": "code",
-                     "scope": "https://www.googleapis.com/auth/gmail.modify https://mail.google.com/",
+                     "scope": DEFAULT_GOOGLE_SCOPES + " https://mail.google.com/",
                      "access_type": "offline", "prompt": "consent", "include_granted_scopes": "true",
                      "state": "st", "code_challenge": "ch" * 21 + "c", "code_challenge_method": "S256"}
 
