@@ -45,7 +45,8 @@ def server(stack_env):
             except requests.ConnectionError:
                 pass
             assert proc.poll() is None, proc.stdout.read().decode()
-            assert time.monotonic() < deadline, "mailbridge serve did not come up"
+            if time.monotonic() > deadline:
+                raise AssertionError("mailbridge serve did not come up")
             time.sleep(0.1)
         yield base
     finally:

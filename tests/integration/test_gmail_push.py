@@ -327,7 +327,8 @@ def test_adapter_changes_watch_and_stop(gmail, gmail_runtime, mailbox):
     assert changes.labels[msg.id].removed == {"UNREAD", "STARRED"} and not changes.labels[msg.id].added
     watch = provider.watch(PUBSUB_TOPIC)
     assert watch["history_id"] == str(gmail.mailbox.history_id)
-    assert 6.9 * 86400 < watch["expires_at"] - time.time() <= 7 * 86400
+    now = time.time()
+    assert 6.9 * 86400 < watch["expires_at"] - now <= 7 * 86400
     assert gmail.mailbox.watch["topicName"] == PUBSUB_TOPIC
     provider.stop()
     assert gmail.mailbox.watch is None
@@ -335,7 +336,8 @@ def test_adapter_changes_watch_and_stop(gmail, gmail_runtime, mailbox):
     gmail.deliver(mail("prune"))
     with pytest.raises(CursorExpiredError):
         provider.changes(start)
-    assert provider.recent_message_ids(time.time() - 3600, 1) == [gmail.mailbox.visible()[0].id]
+    an_hour_ago = time.time() - 3600
+    assert provider.recent_message_ids(an_hour_ago, 1) == [gmail.mailbox.visible()[0].id]
 
 
 # --- helpers ------------------------------------------------------------------------------------
