@@ -26,6 +26,7 @@ if str(ROOT) not in sys.path:
 from googleapiclient.http import BatchHttpRequest  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
+from bench.common import percentile  # noqa: E402
 from dev.google_emulator import EmulatorState, create_app  # noqa: E402
 from dev.google_emulator.state import Grant  # noqa: E402
 from mailbridge.config import Settings  # noqa: E402
@@ -37,11 +38,6 @@ ACCOUNT = "bench@example.com"
 SCOPE = "https://www.googleapis.com/auth/gmail.modify"
 THREADS = 60
 RUNS = ((0, 40), (50, 10))  # (simulated ms per round trip, timed runs per side)
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _raw(subject: str, n: int, reply_to: str | None = None, to: str = ACCOUNT) -> bytes:

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import argparse
 import base64
-import logging
 import statistics
 import tempfile
-import time
 from email.message import EmailMessage
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
-from urllib.request import HTTPRedirectHandler, build_opener
 
+from bench.common import connect_emulated_mailbox, percentile, time_alternating
 from dev.google_emulator import EmulatorState, run_in_thread
 from mailbridge.api.app import create_app
 from mailbridge.bus.inline import InlineBus
@@ -34,11 +31,6 @@ from mailbridge.store.sqlite import SqliteStore
 
 ACCOUNT, CLIENT_ID, CLIENT_SECRET = "bench@example.com", "bench-client", "bench-secret"
 PUBLIC = "http://127.0.0.1:8080"
-
-
-class _NoRedirect(HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
 
 
 def _mail(i: int, reply_to: str | None = None) -> bytes:
@@ -67,15 +59,7 @@ def _setup(folder: Path):
     unlimited = Permissions(rate_limit=RateLimit(per_minute=1_000_000, per_hour=100_000_000))
     key = keys.create_api_key(runtime.store, tenant_id="bench", name="bench", permissions=unlimited)["key"]
     headers = {"Authorization": "Bearer " + key}
-    started = api.post("/v1/connect", headers=headers, json={"provider": "google", "user_id": "u", "backfill": "none",
-                                                              "redirect_url": "http://127.0.0.1:9/done"}).get_json()
-    try:
-        build_opener(_NoRedirect).open(started["url"])
-        raise SystemExit("the emulator's consent page did not redirect")
-    except Exception as exc:   # urllib raises HTTPError for the 302 it did not follow
-        callback = urlsplit(exc.headers["Location"])
-    done = api.get(f"{callback.path}?{callback.query}")
-    conn = parse_qs(urlsplit(done.headers["Location"]).query)["connection_id"][0]
+    conn = connect_emulated_mailbox(api, headers, "u")
     first = None
     for i in range(60):
         stored = state.deliver(ACCOUNT, _mail(i), internal_ms=1_770_000_000_000 + i * 1000)
@@ -85,24 +69,7 @@ def _setup(folder: Path):
     return state, server, runtime, api, headers, conn, first
 
 
-def _time(stack, direct, runs: int) -> tuple[list[float], list[float]]:
-    """Timings of both, alternating call by call, so that load from elsewhere hits both alike."""
-    stack(), direct()   # warm: connections, discovery document, token
-    out: tuple[list[float], list[float]] = ([], [])
-    for _ in range(runs):
-        for fn, sink in ((stack, out[0]), (direct, out[1])):
-            t = time.perf_counter()
-            fn()
-            sink.append((time.perf_counter() - t) * 1000)
-    return out
-
-
-def _p(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
-
-
 def main(runs: int = 200) -> None:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)   # the emulator's request log
     with tempfile.TemporaryDirectory() as folder:
         state, server, runtime, api, headers, conn, first = _setup(Path(folder))
         try:
@@ -137,10 +104,10 @@ def main(runs: int = 200) -> None:
                                  ("gmail.users.messages.get", "gmail.users.threads.get")
                                  if after["calls"].get("batch", 0) > before[0].get("batch", 0))
                     quota = after["quota"].get(ACCOUNT, 0) - before[1].get(ACCOUNT, 0)
-                    s, d = _time(stack, direct, n)
-                    print(f"{name:<16} {statistics.median(s):>9.2f} {_p(s, 99):>7.2f} {statistics.median(d):>11.2f} "
-                          f"{_p(d, 99):>7.2f} {statistics.median(s) - statistics.median(d):>12.2f} "
-                          f"{_p(s, 99) - _p(d, 99):>7.2f} {trips:>5} {quota:>5}")
+                    s, d = time_alternating(stack, direct, n)
+                    print(f"{name:<16} {statistics.median(s):>9.2f} {percentile(s, 0.99):>7.2f} {statistics.median(d):>11.2f} "
+                          f"{percentile(d, 0.99):>7.2f} {statistics.median(s) - statistics.median(d):>12.2f} "
+                          f"{percentile(s, 0.99) - percentile(d, 0.99):>7.2f} {trips:>5} {quota:>5}")
         finally:
             server.stop()
             runtime.store.close()

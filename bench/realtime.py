@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import logging
 import os
 import statistics
 import tempfile
@@ -27,12 +26,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
-from urllib.request import HTTPRedirectHandler, build_opener
 
 import requests
 from werkzeug.wrappers import Request as WsgiRequest
 
+from bench.common import connect_emulated_mailbox, percentile
 from dev.google_emulator import EmulatorState, run_in_thread
 from mailbridge.api.app import create_app
 from mailbridge.bus.handlers import HANDLERS
@@ -50,11 +48,6 @@ PUBLIC = "http://127.0.0.1:8080"
 PROJECT = "mailbridge-bench"
 GMAIL_TOPIC = f"projects/{PROJECT}/topics/gmail-notifications"
 BUDGET_TRIPS = 3
-
-
-class _NoRedirect(HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
 
 
 class Receiver:
@@ -121,16 +114,7 @@ class Stack:
         headers = {"Authorization": "Bearer " + key}
         for address in accounts:
             self.state.oauth_account = address
-            started = api.post("/v1/connect", headers=headers, json={
-                "provider": "google", "user_id": address, "backfill": "none",
-                "redirect_url": "http://127.0.0.1:9/done"}).get_json()
-            try:
-                build_opener(_NoRedirect).open(started["url"])
-                raise SystemExit("the emulator's consent page did not redirect")
-            except Exception as exc:   # urllib raises HTTPError for the 302 it did not follow
-                callback = urlsplit(exc.headers["Location"])
-            done = api.get(f"{callback.path}?{callback.query}")
-            assert parse_qs(urlsplit(done.headers["Location"]).query)["status"] == ["success"]
+            connect_emulated_mailbox(api, headers, address)
         hook = api.post("/v1/webhooks", headers=headers, json={"url": receiver_url, "events": ["email.received"]})
         assert hook.status_code == 201, hook.get_json()
 
@@ -155,10 +139,6 @@ def _trips(before: dict, after: dict) -> int:
     diff = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     inner = sum(v for k, v in diff.items() if k in ("gmail.users.messages.get", "gmail.users.threads.get"))
     return sum(diff.values()) - (inner if diff.get("batch", 0) else 0)
-
-
-def _p(values: list[float], q: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
 def pipeline(folder: Path, runs: int) -> None:
@@ -191,7 +171,7 @@ def pipeline(folder: Path, runs: int) -> None:
             stack.close()
     print(f"\nNotification → webhook, in process (inline bus, SQLite, emulators at 0 ms), {runs} runs")
     print(f"{'measure':<34} {'p50':>8} {'p99':>8} {'budget':>8}")
-    print(f"{'latency push → webhook (ms)':<34} {statistics.median(latencies):>8.2f} {_p(latencies, 99):>8.2f} {'':>8}")
+    print(f"{'latency push → webhook (ms)':<34} {statistics.median(latencies):>8.2f} {percentile(latencies, 0.99):>8.2f} {'':>8}")
     print(f"{'round trips per notification':<34} {statistics.median(trips):>8.0f} {max(trips):>8.0f} {BUDGET_TRIPS:>8}")
     print(f"{'Gmail quota units per notification':<34} {statistics.median(units):>8.0f} {max(units):>8.0f} {'':>8}")
     print(f"{'round trips, duplicate notification':<34} {duplicate_trips:>8} {'':>8} {0:>8}")
@@ -278,11 +258,10 @@ def deployed(folder: Path, runs: int) -> None:
     print("\nDeployed shape: Gmail watch → Pub/Sub emulator → /push/gmail → Pub/Sub bus → /internal/deliver, "
           f"{runs} runs")
     print(f"{'measure':<34} {'p50':>8} {'p99':>8}")
-    print(f"{'latency mail → webhook (ms)':<34} {statistics.median(latencies):>8.1f} {_p(latencies, 99):>8.1f}")
+    print(f"{'latency mail → webhook (ms)':<34} {statistics.median(latencies):>8.1f} {percentile(latencies, 0.99):>8.1f}")
 
 
 def main(runs: int = 100) -> None:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     os.environ["MAILBRIDGE_ALLOW_PRIVATE_WEBHOOKS"] = "1"   # the receiver is http on 127.0.0.1
     with tempfile.TemporaryDirectory() as folder:
         pipeline(Path(folder) / "a", runs)

@@ -7,6 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.common import percentile, time_alternating
 from mailbridge.api.app import create_app
 from mailbridge.config import Settings
 from mailbridge.core import keys
@@ -17,25 +18,6 @@ from tests import emulators
 
 SECRETS = {"MAILBRIDGE_ADMIN_KEY": "mbk_" + "b" * 43,
            "MAILBRIDGE_ENCRYPTION_KEY": base64.b64encode(b"b" * 32).decode()}
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _timed_pair(first, second, requests: int) -> tuple[list[float], list[float]]:
-    """Time two calls alternately (after a warm-up), so that drift in the backend (the Firestore
-    emulator's JIT and GC) weighs on both the same."""
-    for _ in range(20):
-        first(), second()
-    samples: tuple[list[float], list[float]] = ([], [])
-    for _ in range(requests):
-        for call, out in ((first, samples[0]), (second, samples[1])):
-            start = time.perf_counter()
-            call()
-            out.append((time.perf_counter() - start) * 1000)
-    return samples
 
 
 def measure(store, requests: int) -> dict[str, float]:
@@ -56,7 +38,7 @@ def measure(store, requests: int) -> dict[str, float]:
         store.increment(RATE_LIMITS, "direct:h", "count", 1, expires_at=time.time() + 3700)
         store.query(API_KEYS, [("tenant_id", "==", "bench")], order_by="created_ts")
 
-    stack, plain = _timed_pair(through_stack, direct, requests)
+    stack, plain = time_alternating(through_stack, direct, requests, warmup=20)
     return {"stack_p50": percentile(stack, 0.5), "stack_p99": percentile(stack, 0.99),
             "direct_p50": percentile(plain, 0.5), "direct_p99": percentile(plain, 0.99)}
 
