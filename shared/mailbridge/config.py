@@ -34,7 +34,6 @@ class Settings:
     ms_subscription_minutes: int = 4230
     ca_bundle: str | None = None
     gcp_project: str = ""
-    max_body_bytes: int = 36 * 1024 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":

@@ -6,7 +6,6 @@
     │   ├── UnauthenticatedError         401 unauthenticated
     │   ├── ForbiddenError               403 forbidden
     │   ├── NotFoundError                404 not_found
-    │   ├── MethodNotAllowedError        405 method_not_allowed
     │   ├── ConflictError                409 conflict
     │   │   └── ReauthRequiredError      409 reauth_required
     │   ├── PayloadTooLargeError         413 payload_too_large
@@ -74,11 +73,6 @@ class ForbiddenError(PermanentError):
 class NotFoundError(PermanentError):
     code = "not_found"
     status = 404
-
-
-class MethodNotAllowedError(PermanentError):
-    code = "method_not_allowed"
-    status = 405
 
 
 class ConflictError(PermanentError):

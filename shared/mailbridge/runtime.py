@@ -12,6 +12,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from mailbridge.config import Settings
+from mailbridge.secrets.base import ADMIN_API_KEY, TOKEN_ENCRYPTION_KEY
 
 if TYPE_CHECKING:
     from mailbridge.bus.base import Bus
@@ -53,14 +54,14 @@ class Runtime:
     @cached_property
     def cipher(self) -> "TokenCipher":
         from mailbridge.crypto import TokenCipher
-        value = self.secrets.get("token-encryption-key")
+        value = self.secrets.get(TOKEN_ENCRYPTION_KEY)
         if not value:
             raise RuntimeError("token-encryption-key is not set (MAILBRIDGE_ENCRYPTION_KEY locally)")
         return TokenCipher.from_secret(value)
 
     @cached_property
     def _admin_key_hash(self) -> bytes | None:
-        value = (self.secrets.get("admin-api-key") or "").strip()
+        value = (self.secrets.get(ADMIN_API_KEY) or "").strip()
         return hashlib.sha256(value.encode()).digest() if value else None
 
     def is_admin_key(self, presented: str) -> bool:

@@ -13,7 +13,6 @@ DELIVERIES_TOPIC = "mailbridge-deliveries"
 RENEWALS_TOPIC = "mailbridge-renewals"      # renew fan-out: {"connection_ids": [...]}
 GMAIL_TOPIC = "gmail-notifications"         # Gmail's own topic: only Gmail publishes to it
 # The topic of the first event design (one message per event); kept while older callers still name it.
-EVENTS_TOPIC = "mailbridge-events"
 
 # A bus message handler (bus/handlers.py): raises to ask for a retry, returns when done — or when the
 # message can never succeed (it logs that). Handlers are idempotent: every message may come again.

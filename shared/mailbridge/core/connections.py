@@ -32,6 +32,7 @@ from mailbridge.core.events import emit
 from mailbridge.errors import (ConflictError, ForbiddenError, InvalidRequestError, MailbridgeError,
                                NotFoundError, ProviderError, ReauthRequiredError)
 from mailbridge.runtime import Runtime
+from mailbridge.secrets.base import GOOGLE_CLIENT_SECRET
 from mailbridge.store.base import CONNECTIONS
 
 if TYPE_CHECKING:   # google-auth and requests load only on the routes that call Google
@@ -275,7 +276,7 @@ def disconnect(runtime: Runtime, record: dict) -> dict:
 
 def google_client_secret(runtime: Runtime) -> str:
     """The `google-client-secret` secret; a clear (secret-free) 500 when sign-in is not configured."""
-    secret = runtime.secrets.get("google-client-secret")
+    secret = runtime.secrets.get(GOOGLE_CLIENT_SECRET)
     if not runtime.settings.google_client_id or not secret:
         raise MailbridgeError("Google sign-in is not configured: set GOOGLE_CLIENT_ID and the "
                               "google-client-secret secret")

@@ -4,14 +4,15 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
-from mailbridge.secrets.base import SecretStore, check_name
+from mailbridge.secrets.base import (ADMIN_API_KEY, GOOGLE_CLIENT_SECRET, MS_CLIENT_SECRET,
+                                     TOKEN_ENCRYPTION_KEY, SecretStore, check_name)
 
 # The names API.md section 9 gives these secrets locally; any other secret maps by upper-casing.
 ENV_NAMES = {
-    "admin-api-key": "MAILBRIDGE_ADMIN_KEY",
-    "token-encryption-key": "MAILBRIDGE_ENCRYPTION_KEY",
-    "google-client-secret": "GOOGLE_CLIENT_SECRET",
-    "ms-client-secret": "MS_CLIENT_SECRET",
+    ADMIN_API_KEY: "MAILBRIDGE_ADMIN_KEY",
+    TOKEN_ENCRYPTION_KEY: "MAILBRIDGE_ENCRYPTION_KEY",
+    GOOGLE_CLIENT_SECRET: "GOOGLE_CLIENT_SECRET",
+    MS_CLIENT_SECRET: "MS_CLIENT_SECRET",
 }
 
 
